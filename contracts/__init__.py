@@ -1,0 +1,1 @@
+"""What every part of relaygate agrees on: envelope, codec, topics, config and the bus."""

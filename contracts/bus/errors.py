@@ -1,0 +1,35 @@
+"""Bus errors. The ingress maps each to one HTTP status.
+
+    BusError
+    ├── NotConnected       bus unreachable                       -> 503
+    ├── NoResponders       nobody subscribed to the topic        -> 503
+    ├── RequestTimeout     no reply before the deadline          -> 504
+    ├── Backpressure       pending-reply map full                -> 503 + Retry-After
+    └── PayloadTooLarge    message above the broker's limit      -> 413
+"""
+
+from __future__ import annotations
+
+
+class BusError(Exception):
+    """Base of every error the bus facade raises."""
+
+
+class NotConnected(BusError):
+    pass
+
+
+class NoResponders(BusError):
+    pass
+
+
+class RequestTimeout(BusError):
+    pass
+
+
+class Backpressure(BusError):
+    pass
+
+
+class PayloadTooLarge(BusError):
+    pass

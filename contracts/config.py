@@ -1,0 +1,389 @@
+"""The typed configuration: one YAML file, environment overrides (`RELAYGATE_`, `__`
+for nesting), errors reported with their YAML path. `relaygate check` uses this."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from contracts.topics import NAME_PATTERN
+
+MiB = 1024 * 1024
+_ROUTE_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+_TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|path|int))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaOptions(_Model):
+    create_topics: bool = Field(True, description="Create missing topics on first use.")
+    partitions: int = Field(3, ge=1, description="Partitions of topics relaygate creates.")
+    replication_factor: int = Field(1, ge=1)
+    acks: Literal["all", 1, 0] = "all"
+    idempotence: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on where the broker supports idempotent producers."
+    )
+    max_message_bytes: int = Field(16 * MiB, ge=MiB)
+
+
+class EmbeddedNats(_Model):
+    port: int | None = Field(None, ge=0, le=65535, description="None: a free port.")
+    store_dir: Path | None = Field(None, description="JetStream data; None: a temporary folder.")
+    max_payload: int = Field(8 * MiB, ge=MiB, le=64 * MiB)
+
+
+class BusConfig(_Model):
+    url: str | None = Field(
+        None,
+        description="nats://host:port or kafka://host:port[,host:port]. "
+        "Unset: `relaygate up` starts an embedded NATS server.",
+    )
+    prefix: str = Field("rg", pattern=NAME_PATTERN)
+    kafka: KafkaOptions = KafkaOptions()
+    embedded: EmbeddedNats = EmbeddedNats()
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and url.split("://", 1)[0] not in ("nats", "tls", "kafka", "memory"):
+            raise ValueError("must start with nats://, tls://, kafka:// or memory://")
+        return url
+
+
+class IngressConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    node_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$", description="Unset: random per process."
+    )
+    max_pending: int = Field(10_000, ge=1, description="Requests waiting for replies at once.")
+    timeout_ms: int = Field(30_000, ge=1, description="Default deadline of a request.")
+    max_body_bytes: int = Field(4 * MiB, ge=0, description="Default request body limit.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After on 503 backpressure.")
+
+
+class AdminConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+
+
+class When(_Model):
+    path: str = Field(description="Path template: /users/{id}, /files/{rest:path}.")
+    methods: list[str] | None = Field(None, description="Unset: any method.")
+    host: str | None = Field(None, description="Exact host or *.example.com.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Exact header values.")
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("must start with '/'")
+        stripped = _TEMPLATE_PARAM.sub("", path)
+        if "{" in stripped or "}" in stripped:
+            raise ValueError("bad parameter: use {name} or {name:path|str|int}")
+        names = [m[1] for m in _TEMPLATE_PARAM.finditer(path)]
+        if len(names) != len(set(names)):
+            raise ValueError("parameter names must be unique")
+        return path
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, methods: list[str] | None) -> list[str] | None:
+        if methods is None:
+            return None
+        if not methods:
+            raise ValueError("list at least one method, or leave methods out for any")
+        for method in methods:
+            if not re.fullmatch(r"[A-Za-z]+", method):
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return [m.upper() for m in methods]
+
+
+class WorkerTarget(_Model):
+    """Publish to `<prefix>.req.<topic>`; any worker subscribed there answers."""
+
+    type: Literal["worker"]
+    topic: str = Field(pattern=NAME_PATTERN)
+
+
+class UpstreamTarget(_Model):
+    """Publish to `<prefix>.req.<route name>`; the routing worker forwards to `upstream`."""
+
+    type: Literal["upstream"]
+    upstream: str
+    path: str | None = Field(
+        None, description="Upstream path template using the route's parameters; unset: unchanged."
+    )
+
+
+Target = Annotated[WorkerTarget | UpstreamTarget, Field(discriminator="type")]
+
+
+class Route(_Model):
+    name: str = Field(pattern=_ROUTE_NAME)
+    when: When
+    to: Target
+    timeout_ms: int | None = Field(None, ge=1, description="Unset: ingress.timeout_ms.")
+    max_body_bytes: int | None = Field(None, ge=0, description="Unset: ingress.max_body_bytes.")
+
+
+class HttpUpstream(_Model):
+    type: Literal["http"] = "http"
+    url: str = Field(description="Base URL, e.g. http://orders:8000 or http://10.0.0.5:8000/api")
+    max_connections: int = Field(256, ge=1)
+    connect_timeout_ms: int = Field(2_000, ge=1)
+    max_response_bytes: int = Field(16 * MiB, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url.rstrip("/")
+
+
+class EchoWorker(_Model):
+    type: Literal["echo"]
+    topics: list[str] = Field(default_factory=lambda: ["echo"])
+    replicas: int = Field(1, ge=1, le=64)
+
+
+class RoutingWorker(_Model):
+    type: Literal["routing"]
+    replicas: int = Field(1, ge=1, le=64)
+
+
+class ModuleWorker(_Model):
+    """A team's worker written with the SDK: `package.module:worker`."""
+
+    type: Literal["module"]
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    replicas: int = Field(1, ge=1, le=64)
+
+
+WorkerSpec = Annotated[EchoWorker | RoutingWorker | ModuleWorker, Field(discriminator="type")]
+
+
+class Config(BaseSettings):
+    """The whole gateway configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RELAYGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    bus: BusConfig = BusConfig()
+    ingress: IngressConfig = IngressConfig()
+    admin: AdminConfig = AdminConfig()
+    routes: list[Route] = Field(default_factory=list)
+    upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
+    workers: list[WorkerSpec] = Field(
+        default_factory=list,
+        description="What `relaygate up` starts. Unset: a routing worker if a route needs one.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        errors: list[str] = []
+        seen: set[str] = set()
+        for i, route in enumerate(self.routes):
+            if route.name in seen:
+                errors.append(f"routes[{i}].name: duplicate route name {route.name!r}")
+            seen.add(route.name)
+            target = route.to
+            if isinstance(target, UpstreamTarget):
+                if target.upstream not in self.upstreams:
+                    known = ", ".join(sorted(self.upstreams)) or "none defined"
+                    errors.append(
+                        f"routes[{i}].to.upstream: unknown upstream {target.upstream!r} "
+                        f"(upstreams: {known})"
+                    )
+                if target.path is not None:
+                    params = {m[1] for m in _TEMPLATE_PARAM.finditer(route.when.path)}
+                    for m in _TEMPLATE_PARAM.finditer(target.path):
+                        if m[1] not in params:
+                            errors.append(
+                                f"routes[{i}].to.path: parameter {{{m[1]}}} is not in when.path"
+                            )
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    def effective_workers(self) -> list[EchoWorker | RoutingWorker | ModuleWorker]:
+        if self.workers:
+            return list(self.workers)
+        if any(isinstance(r.to, UpstreamTarget) for r in self.routes):
+            return [RoutingWorker(type="routing")]
+        return []
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON-able data, with credentials in URLs masked."""
+        data = self.model_dump(mode="json")
+        if data["bus"]["url"]:
+            data["bus"]["url"] = redact_url(data["bus"]["url"])
+        for upstream in data["upstreams"].values():
+            upstream["url"] = redact_url(upstream["url"])
+        return data
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***:***@{host}"))
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` are `path: message` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read, merge with RELAYGATE_ environment overrides, validate."""
+    if path is None:
+        return _validate({}, "<defaults>", None)
+    import yaml
+
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): must be a mapping with bus, ingress, routes, …"])
+    return _validate(data, source, lines)
+
+
+def _validate(data: dict[str, Any], source: str, lines: dict[str, int] | None) -> Config:
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc, data, lines)) from None
+
+
+def format_errors(
+    exc: ValidationError, data: dict[str, Any], lines: dict[str, int] | None = None
+) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        if error["type"] == "value_error" and not loc or loc == ["__root__"]:
+            loc = []
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not loc and "\n" in message or (not loc and message.startswith(("routes[", "bus"))):
+            # Cross-reference errors arrive pre-formatted with their own paths.
+            for line in message.splitlines():
+                problems.append(_with_line(line, lines))
+            continue
+        path = yaml_path(loc, data)
+        msg = message[:1].lower() + message[1:]
+        if error["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        problems.append(_with_line(f"{path or '(top level)'}: {msg}", lines))
+    return problems
+
+
+def yaml_path(loc: list[int | str], data: Any) -> str:
+    """`['routes', 2, 'to', 'worker', 'topic']` -> `routes[2].to.topic`: discriminator
+    tags and union member names that pydantic inserts are not in the file, so skipped."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part in node:
+            out += f".{part}" if out else part
+            node = node[part]
+        elif isinstance(node, dict) or node is None and "[" in part:
+            # A tag ('worker') or a member name ('function-after[...]'): not a key.
+            if isinstance(node, dict) and (node.get("type") == part or "[" in part):
+                continue
+            out += f".{part}" if out else part
+            node = None
+        else:
+            out += f".{part}" if out else part
+            node = None
+    return out
+
+
+def _line_index(root: Any) -> dict[str, int]:
+    """YAML path -> 1-based line, for error messages."""
+    import yaml
+
+    index: dict[str, int] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = f"{path}.{key.value}" if path else str(key.value)
+                index[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = f"{path}[{i}]"
+                index[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, "")
+    return index
+
+
+def _with_line(problem: str, lines: dict[str, int] | None) -> str:
+    if not lines:
+        return problem
+    path = problem.split(": ", 1)[0]
+    while path:
+        if path in lines:
+            return f"{problem} (line {lines[path]})"
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return problem
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "relaygate configuration"
+    return schema

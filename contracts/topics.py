@@ -1,0 +1,38 @@
+"""Topic (NATS subject / Kafka topic) names, under one configurable prefix."""
+
+from __future__ import annotations
+
+import re
+
+# Legal in both a NATS subject token sequence and a Kafka topic name.
+NAME_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid topic name: use letters, digits, '-', '_' and '.' between them"
+        )
+    return name
+
+
+class Topics:
+    """`rg.req.<route>`, `rg.reply.<node>`, `rg.evt.<event>`, `rg.dlq.<name>`."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "rg") -> None:
+        self.prefix = check_name(prefix)
+
+    def request(self, name: str) -> str:
+        return f"{self.prefix}.req.{name}"
+
+    def reply(self, node_id: str) -> str:
+        return f"{self.prefix}.reply.{node_id}"
+
+    def event(self, name: str) -> str:
+        return f"{self.prefix}.evt.{name}"
+
+    def dead_letter(self, name: str) -> str:
+        return f"{self.prefix}.dlq.{name}"
