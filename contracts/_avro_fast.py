@@ -147,7 +147,7 @@ class _Reader:
         self.pos = end
         return buf[pos:end]
 
-    def str(self) -> str:
+    def text(self) -> str:
         return self.raw().decode()
 
     def opt_str(self) -> str | None:
@@ -186,15 +186,15 @@ class _Reader:
 def read(buf: bytes, pos: int) -> Envelope:
     r = _Reader(buf, pos)
     env = Envelope(
-        id=r.str(),
-        source=r.str(),
-        type=r.str(),
-        specversion=r.str(),
+        id=r.text(),
+        source=r.text(),
+        type=r.text(),
+        specversion=r.text(),
         time=r.long(),
         subject=r.opt_str(),
         datacontenttype=r.opt_str(),
         data=r.raw(),
-        correlationid=r.str(),
+        correlationid=r.text(),
         replyto=r.opt_str(),
         deadline=r.long(),
         traceparent=r.opt_str(),
@@ -202,7 +202,7 @@ def read(buf: bytes, pos: int) -> Envelope:
     )
     if r.present():
         env.principal = Principal(
-            subject=r.str(),
+            subject=r.text(),
             tenant=r.opt_str(),
             roles=r.str_array(),
             scopes=r.str_array(),
@@ -210,7 +210,9 @@ def read(buf: bytes, pos: int) -> Envelope:
             authmethod=r.opt_str(),
         )
     if r.present():
-        http = HttpInfo(method=r.str(), scheme=r.str(), host=r.str(), path=r.str(), query=r.str())
+        http = HttpInfo(
+            method=r.text(), scheme=r.text(), host=r.text(), path=r.text(), query=r.text()
+        )
         headers = http.headers
         count = r.block_count()
         while count:
@@ -218,13 +220,13 @@ def read(buf: bytes, pos: int) -> Envelope:
                 headers.append((r.raw().decode(), r.raw().decode()))
             count = r.block_count()
         http.status = r.long()
-        http.client = r.str()
+        http.client = r.text()
         params = http.params
         count = r.block_count()
         while count:
             for _ in range(count):
-                key = r.str()
-                params[key] = r.str()
+                key = r.text()
+                params[key] = r.text()
             count = r.block_count()
         http.apiversion = r.opt_str()
         env.http = http

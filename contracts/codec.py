@@ -124,6 +124,8 @@ class EnvelopeCodec:
                 record = fastavro.schemaless_reader(body, writer.parsed, self.writer.parsed)
         except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise CodecError(f"corrupt envelope body: {exc}") from exc
+        if not isinstance(record, dict):
+            raise CodecError("envelope body is not a record")
         return _from_record(record)
 
 
@@ -146,28 +148,34 @@ def _to_record(env: Envelope) -> dict[str, Any]:
         "tracestate": env.tracestate,
         "principal": None
         if principal is None
-        else ("dev.relaygate.Principal", {
-            "subject": principal.subject,
-            "tenant": principal.tenant,
-            "roles": principal.roles,
-            "scopes": principal.scopes,
-            "tier": principal.tier,
-            "authmethod": principal.authmethod,
-        }),
+        else (
+            "dev.relaygate.Principal",
+            {
+                "subject": principal.subject,
+                "tenant": principal.tenant,
+                "roles": principal.roles,
+                "scopes": principal.scopes,
+                "tier": principal.tier,
+                "authmethod": principal.authmethod,
+            },
+        ),
         "http": None
         if http is None
-        else ("dev.relaygate.Http", {
-            "method": http.method,
-            "scheme": http.scheme,
-            "host": http.host,
-            "path": http.path,
-            "query": http.query,
-            "headers": [{"name": n, "value": v} for n, v in http.headers],
-            "status": http.status,
-            "client": http.client,
-            "params": http.params,
-            "apiversion": http.apiversion,
-        }),
+        else (
+            "dev.relaygate.Http",
+            {
+                "method": http.method,
+                "scheme": http.scheme,
+                "host": http.host,
+                "path": http.path,
+                "query": http.query,
+                "headers": [{"name": n, "value": v} for n, v in http.headers],
+                "status": http.status,
+                "client": http.client,
+                "params": http.params,
+                "apiversion": http.apiversion,
+            },
+        ),
         "slip": env.slip,
         "attempt": env.attempt,
         "idempotencykey": env.idempotencykey,

@@ -306,10 +306,10 @@ def format_errors(
     problems: list[str] = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
-        if error["type"] == "value_error" and not loc or loc == ["__root__"]:
+        if (error["type"] == "value_error" and not loc) or loc == ["__root__"]:
             loc = []
         message = str(error["msg"]).removeprefix("Value error, ")
-        if not loc and "\n" in message or (not loc and message.startswith(("routes[", "bus"))):
+        if (not loc and "\n" in message) or (not loc and message.startswith(("routes[", "bus"))):
             # Cross-reference errors arrive pre-formatted with their own paths.
             for line in message.splitlines():
                 problems.append(_with_line(line, lines))
@@ -335,7 +335,7 @@ def yaml_path(loc: list[int | str], data: Any) -> str:
         if isinstance(node, dict) and part in node:
             out += f".{part}" if out else part
             node = node[part]
-        elif isinstance(node, dict) or node is None and "[" in part:
+        elif isinstance(node, dict) or (node is None and "[" in part):
             # A tag ('worker') or a member name ('function-after[...]'): not a key.
             if isinstance(node, dict) and (node.get("type") == part or "[" in part):
                 continue

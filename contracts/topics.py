@@ -12,7 +12,8 @@ _NAME = re.compile(NAME_PATTERN)
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise ValueError(
-            f"{name!r} is not a valid topic name: use letters, digits, '-', '_' and '.' between them"
+            f"{name!r} is not a valid topic name: "
+            "use letters, digits, '-', '_', and '.' between them"
         )
     return name
 

@@ -1,11 +1,11 @@
 """Bus errors. The ingress maps each to one HTTP status.
 
-    BusError
-    ├── NotConnected       bus unreachable                       -> 503
-    ├── NoResponders       nobody subscribed to the topic        -> 503
-    ├── RequestTimeout     no reply before the deadline          -> 504
-    ├── Backpressure       pending-reply map full                -> 503 + Retry-After
-    └── PayloadTooLarge    message above the broker's limit      -> 413
+BusError
+├── NotConnected       bus unreachable                       -> 503
+├── NoResponders       nobody subscribed to the topic        -> 503
+├── RequestTimeout     no reply before the deadline          -> 504
+├── Backpressure       pending-reply map full                -> 503 + Retry-After
+└── PayloadTooLarge    message above the broker's limit      -> 413
 """
 
 from __future__ import annotations

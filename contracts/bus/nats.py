@@ -3,6 +3,7 @@ so that the server's "no responders" status names the request it belongs to."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -28,10 +29,8 @@ class _NatsSubscription(Subscription):
         self._runner = runner
 
     async def stop(self) -> None:
-        try:
+        with contextlib.suppress(nats.errors.ConnectionClosedError):
             await self._sub.unsubscribe()
-        except nats.errors.ConnectionClosedError:
-            pass
         if self._runner is not None:
             await self._runner.drain()
 

@@ -18,6 +18,9 @@ class PendingReplies:
         self._futures: dict[str, asyncio.Future[Message]] = {}
         self.late = 0  # replies that arrived after their requester gave up
 
+    def __contains__(self, correlation_id: object) -> bool:
+        return correlation_id in self._futures
+
     def __len__(self) -> int:
         return len(self._futures)
 

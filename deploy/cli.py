@@ -1,0 +1,126 @@
+"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `check FILE`, `schema`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from contracts.config import (
+    Config,
+    ConfigError,
+    EchoWorker,
+    ModuleWorker,
+    RoutingWorker,
+    UpstreamTarget,
+    json_schema,
+    load_config,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relaygate", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="the whole gateway on this machine (embedded NATS by default)")
+    up.add_argument("--config", "-c", help="YAML config; without one, the demo routes")
+
+    ingress = sub.add_parser("ingress", help="one ingress node (data plane + admin API)")
+    ingress.add_argument("--config", "-c", required=True)
+    ingress.add_argument("--ready-file", help=argparse.SUPPRESS)
+
+    worker = sub.add_parser("worker", help="one worker process of a kind")
+    worker.add_argument("kind", choices=["echo", "routing", "module"])
+    worker.add_argument("--config", "-c", required=True)
+    worker.add_argument("--topic", action="append", help="echo: topic(s) to serve")
+    worker.add_argument("--target", help="module: package.module:worker")
+    worker.add_argument("--ready-file", help=argparse.SUPPRESS)
+
+    check = sub.add_parser("check", help="validate a config file; every error with its path")
+    check.add_argument("file")
+
+    sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
+
+    demo = sub.add_parser("demo-upstream", help="the small HTTP upstream the demo proxies to")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8090)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"relaygate: {exc.source}: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        config = load_config(args.file)
+        upstream_routes = sum(isinstance(r.to, UpstreamTarget) for r in config.routes)
+        print(
+            f"{args.file}: ok — {len(config.routes)} route(s) ({upstream_routes} to upstreams), "
+            f"{len(config.upstreams)} upstream(s), bus {config.bus.url or 'embedded NATS'}"
+        )
+        return 0
+    if args.command == "schema":
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    if args.command == "demo-upstream":
+        from deploy.demo_upstream import serve_demo_upstream
+
+        serve_demo_upstream(args.host, args.port)
+        return 0
+    if args.command == "up":
+        from deploy.runner import run_up
+
+        return run_up(args.config)
+
+    config = load_config(args.config)
+    _use_uvloop()
+    if args.command == "ingress":
+        from ingress.server import serve_ingress
+
+        asyncio.run(serve_ingress(config, args.ready_file))
+        return 0
+    spec = _worker_spec(config, args)
+    from workers.runner import serve_worker
+
+    asyncio.run(serve_worker(config, spec, args.ready_file))
+    return 0
+
+
+def _worker_spec(
+    config: Config, args: argparse.Namespace
+) -> EchoWorker | RoutingWorker | ModuleWorker:
+    if args.kind == "echo":
+        return EchoWorker(type="echo", topics=args.topic or ["echo"])
+    if args.kind == "routing":
+        return RoutingWorker(type="routing")
+    if not args.target:
+        raise SystemExit("relaygate worker module: --target package.module:worker is required")
+    return ModuleWorker(type="module", target=args.target)
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows; asyncio's loop works, slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,0 +1,289 @@
+"""`relaygate up`: the whole gateway on one machine, in one command.
+
+Starts an embedded NATS server (unless the config names a bus), the workers the
+config needs, and one ingress node; prints what listens where; restarts a child
+that dies; and on Ctrl-C / SIGTERM stops every child (ingress first, bus last),
+leaving no process behind. Children also get PR_SET_PDEATHSIG, so they end even
+if `up` itself is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts.config import (
+    Config,
+    EchoWorker,
+    ModuleWorker,
+    RoutingWorker,
+    load_config,
+)
+from contracts.topics import Topics
+from deploy.embedded_nats import free_port, nats_command
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+def demo_config(upstream_url: str) -> dict[str, Any]:
+    return {
+        "routes": [
+            {
+                "name": "demo-echo",
+                "when": {"path": "/demo/echo/{path:path}"},
+                "to": {"type": "worker", "topic": "echo"},
+            },
+            {
+                "name": "demo-upstream",
+                "when": {"path": "/demo/upstream/{path:path}"},
+                "to": {"type": "upstream", "upstream": "demo", "path": "/{path}"},
+            },
+        ],
+        "upstreams": {"demo": {"url": upstream_url}},
+        "workers": [{"type": "echo", "topics": ["echo"]}, {"type": "routing"}],
+    }
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM it when `up` dies.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    ready_file: Path | None = None
+    port: int | None = None
+    log_file: Path | None = None  # None: our stdout/stderr
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ready(self) -> bool:
+        if self.ready_file is not None:
+            return self.ready_file.exists()
+        if self.port is not None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        return True
+
+
+class Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+class Supervisor:
+    def __init__(self, config: Config, rundir: Path, *, embedded: bool, demo: bool) -> None:
+        self.config = config
+        self.rundir = rundir
+        self.embedded = embedded
+        self.demo = demo
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def _cli(self, *args: str) -> list[str]:
+        level = os.environ.get("RELAYGATE_LOG_LEVEL", "info")
+        return [sys.executable, "-m", "deploy", "--log-level", level, *args]
+
+    def add(self, child: Child) -> Child:
+        self.children.append(child)
+        child.start()
+        return child
+
+    def wait_ready(self, children: list[Child]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self.stopping:
+                raise Stop
+            waiting = [c for c in children if not c.ready()]
+            if not waiting:
+                return
+            for child in waiting:
+                if not child.running():
+                    code = child.proc.returncode if child.proc else None
+                    raise SystemExit(
+                        f"relaygate up: {child.name} exited with code {code} "
+                        "while starting (its log is above)"
+                    )
+            if time.monotonic() > deadline:
+                names = ", ".join(c.name for c in waiting)
+                raise SystemExit(f"relaygate up: {names} not ready after {READY_TIMEOUT_S:.0f}s")
+            time.sleep(0.05)
+
+    def start_all(self, config_file: Path) -> None:
+        workers: list[Child] = []
+        for spec in self.config.effective_workers():
+            for replica in range(1, spec.replicas + 1):
+                name = f"worker {spec.type}#{replica}"
+                argv = self._cli("worker", spec.type, "--config", str(config_file))
+                if isinstance(spec, EchoWorker):
+                    for topic in spec.topics:
+                        argv += ["--topic", topic]
+                elif isinstance(spec, ModuleWorker):
+                    argv += ["--target", spec.target]
+                ready = self.rundir / f"ready-{spec.type}-{replica}"
+                workers.append(self.add(Child(name, [*argv, "--ready-file", str(ready)], ready)))
+        self.wait_ready(workers)
+        ready = self.rundir / "ready-ingress"
+        ingress = self.add(
+            Child(
+                "ingress",
+                self._cli("ingress", "--config", str(config_file), "--ready-file", str(ready)),
+                ready,
+            )
+        )
+        self.wait_ready([ingress])
+
+    def supervise(self) -> None:
+        while not self.stopping:
+            for child in self.children:
+                if child.running() or self.stopping:
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                code = child.proc.returncode if child.proc else None
+                if len(child.restarts) > MAX_RESTARTS_PER_MINUTE:
+                    raise SystemExit(
+                        f"relaygate up: {child.name} keeps exiting (code {code}); stopping"
+                    )
+                print(
+                    f"relaygate up: {child.name} exited with code {code}; restarting",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                child.start()
+            time.sleep(0.2)
+
+    def stop_all(self) -> None:
+        """Ingress first (no new requests), workers next, the bus last."""
+        self.stopping = True
+        for child in reversed(self.children):
+            if child.running():
+                assert child.proc is not None
+                child.proc.send_signal(signal.SIGCONT)
+                child.proc.terminate()
+                try:
+                    child.proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    print(
+                        f"relaygate up: {child.name} did not stop in {STOP_TIMEOUT_S:.0f}s; "
+                        "killing it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    child.proc.kill()
+                    child.proc.wait()
+
+
+def run_up(config_path: str | None) -> int:
+    rundir = Path(tempfile.mkdtemp(prefix="relaygate-up-"))
+    supervisor: Supervisor | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if supervisor is not None:
+            supervisor.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        demo = config_path is None
+        pre: list[Child] = []
+        if demo:
+            upstream_port = free_port()
+            data = demo_config(f"http://127.0.0.1:{upstream_port}")
+            config = Config(**data)
+            pre.append(
+                Child(
+                    "demo upstream",
+                    [sys.executable, "-m", "deploy", "demo-upstream", "--port", str(upstream_port)],
+                    port=upstream_port,
+                )
+            )
+        else:
+            config = load_config(config_path)
+        embedded = config.bus.url is None
+        store = None
+        if embedded:
+            argv, nats_port, store = nats_command(config.bus.embedded, rundir)
+            log_file = rundir / "nats-server.log"
+            pre.insert(0, Child("nats-server", argv, port=nats_port, log_file=log_file))
+            config = config.model_copy(
+                update={
+                    "bus": config.bus.model_copy(update={"url": f"nats://127.0.0.1:{nats_port}"})
+                }
+            )
+        supervisor = Supervisor(config, rundir, embedded=embedded, demo=demo)
+        config_file = rundir / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        for child in pre:
+            supervisor.add(child)
+        supervisor.wait_ready(pre)
+        supervisor.start_all(config_file)
+        _print_banner(config, embedded=embedded, demo=demo, store=store)
+        supervisor.supervise()
+        return 0
+    except Stop:
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.stop_all()
+        if (
+            config_path is None
+            or supervisor is None
+            or not supervisor.config.bus.embedded.store_dir
+        ):
+            shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | None) -> None:
+    topics = Topics(config.bus.prefix)
+    ingress = f"http://{config.ingress.host}:{config.ingress.port}"
+    lines = [
+        "relaygate up: ready",
+        f"  ingress  {ingress}",
+        f"  admin    http://{config.admin.host}:{config.admin.port}"
+        "  (/healthz /readyz /config /stats)",
+        f"  bus      {config.bus.url}"
+        + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
+    ]
+    for spec in config.effective_workers():
+        if isinstance(spec, EchoWorker):
+            what = ", ".join(topics.request(t) for t in spec.topics)
+        elif isinstance(spec, RoutingWorker):
+            what = "upstream routes"
+        else:
+            what = spec.target
+        lines.append(f"  worker   {spec.type} x{spec.replicas}  ({what})")
+    if demo:
+        lines += [
+            f"  try      curl {ingress}/demo/echo/hello",
+            f"           curl {ingress}/demo/upstream/status/201",
+        ]
+    lines.append("  stop     Ctrl-C")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,92 @@
+"""Runs one ingress node: the data plane and the admin API, two uvicorn servers on
+one event loop, stopped together by SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from contracts.bus.connect import bus_from_config, connect_with_retry
+from contracts.config import Config
+from contracts.envelope import new_id
+from ingress.admin import build_admin
+from ingress.app import IngressApp
+
+log = logging.getLogger("relaygate.ingress")
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled once, for both servers, by `serve_ingress`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="none",  # the CLI installs uvloop before the loop starts
+            http=http,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            backlog=4096,
+        )
+    )
+
+
+async def _started(a: uvicorn.Server, b: uvicorn.Server, tasks: list[asyncio.Task[None]]) -> None:
+    # uvicorn has no "started" event to await; poll its flag until both are up or one failed.
+    while not (a.started and b.started) and not any(t.done() for t in tasks):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+async def serve_ingress(config: Config, ready_file: str | None = None) -> None:
+    node_id = config.ingress.node_id or f"ingress-{new_id()[:12]}"
+    bus = bus_from_config(config, node_id)
+    await connect_with_retry(bus)
+    app = IngressApp(config, bus)
+    data_plane = _server(app, config.ingress.host, config.ingress.port, http="httptools")
+    admin = _server(build_admin(app, config), config.admin.host, config.admin.port, http="auto")
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        data_plane.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        tasks = [asyncio.create_task(data_plane.serve()), asyncio.create_task(admin.serve())]
+        await _started(data_plane, admin, tasks)
+        if data_plane.started and admin.started and ready_file:
+            Path(ready_file).write_text(node_id)  # noqa: ASYNC240 (tiny, once)
+        log.info(
+            "ingress %s on http://%s:%d, admin on http://%s:%d, bus %s",
+            node_id,
+            config.ingress.host,
+            config.ingress.port,
+            config.admin.host,
+            config.admin.port,
+            bus.url,
+        )
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop()  # one server failing to start (port taken) stops the other
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not data_plane.started or not admin.started:
+                task.result()
+    finally:
+        await bus.close()

@@ -1,0 +1,112 @@
+"""`Worker`: what a product team writes to serve a topic.
+
+    from workers.sdk import Request, Response, Worker
+
+    worker = Worker("orders")
+
+    @worker.handler
+    async def handle(request: Request) -> Response:
+        return Response.json({"order": request.params["id"]})
+
+`relaygate worker module --target myteam.orders:worker` runs it on FastStream; the
+built-in workers run the same `EnvelopeProcessor` on the lighter bus facade.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from contracts.bus import Bus, Message, Subscription
+from contracts.codec import EnvelopeCodec
+from contracts.topics import Topics, check_name
+from workers.sdk.serve import EnvelopeProcessor, HandlerFn
+
+if TYPE_CHECKING:
+    from faststream import FastStream
+
+REPLY_CID_HEADER = "rg-correlation-id"
+
+
+class Worker:
+    def __init__(self, topic: str, *, group: str | None = None, concurrency: int = 256) -> None:
+        self.topic = check_name(topic)
+        self.group = group or f"workers.{topic}"
+        self.concurrency = concurrency
+        self._handler: HandlerFn | None = None
+
+    def handler(self, fn: HandlerFn) -> HandlerFn:
+        self._handler = fn
+        return fn
+
+    def processor(self, source: str, codec: EnvelopeCodec | None = None) -> EnvelopeProcessor:
+        if self._handler is None:
+            raise RuntimeError(f"worker for {self.topic!r} has no handler: use @worker.handler")
+        return EnvelopeProcessor(self._handler, codec=codec or EnvelopeCodec(), source=source)
+
+    async def serve(self, bus: Bus, codec: EnvelopeCodec | None = None) -> Subscription:
+        """Subscribe on the bus facade (the built-in workers' path)."""
+        return await serve_on_bus(
+            bus,
+            bus.topics.request(self.topic),
+            self.group,
+            self.processor(f"relaygate://worker/{bus.node_id}", codec),
+            self.concurrency,
+        )
+
+    def faststream_app(self, url: str, *, prefix: str = "rg", node_id: str = "sdk") -> FastStream:
+        """A FastStream application serving this worker on `nats://` or `kafka://`."""
+        from faststream import FastStream
+
+        subject = Topics(prefix).request(self.topic)
+        processor = self.processor(f"relaygate://worker/{node_id}")
+        scheme, _, address = url.partition("://")
+        if scheme == "kafka":
+            from faststream.kafka import KafkaBroker, KafkaMessage
+
+            kafka = KafkaBroker(address.split(","))
+
+            @kafka.subscriber(subject, group_id=self.group)
+            async def on_kafka(msg: KafkaMessage) -> None:
+                reply = await processor.process(msg.body)
+                if reply is not None:
+                    await kafka.publish(
+                        reply.data,
+                        topic=reply.address,
+                        headers={REPLY_CID_HEADER: reply.correlation_id},
+                    )
+
+            return FastStream(kafka)
+        from faststream.nats import NatsBroker, NatsMessage
+
+        nats = NatsBroker(url)
+
+        @nats.subscriber(subject, queue=self.group)
+        async def on_nats(msg: NatsMessage) -> None:
+            reply = await processor.process(msg.body)
+            if reply is not None:
+                await nats.publish(reply.data, subject=reply.address)
+
+        return FastStream(nats)
+
+
+async def serve_on_bus(
+    bus: Bus, topic: str, group: str, processor: EnvelopeProcessor, concurrency: int = 256
+) -> Subscription:
+    async def on_message(message: Message) -> None:
+        reply = await processor.process(message.data)
+        if reply is not None:
+            await bus.reply(reply.address, reply.data, correlation_id=reply.correlation_id)
+
+    return await bus.subscribe(topic, on_message, group=group, concurrency=concurrency)
+
+
+def load_worker(target: str) -> Worker:
+    """`package.module:attribute` -> the Worker it names."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    module: Any = importlib.import_module(module_name)
+    worker = getattr(module, attr, None)
+    if not isinstance(worker, Worker):
+        raise TypeError(f"{target} is not a relaygate Worker (got {type(worker).__name__})")
+    return worker
