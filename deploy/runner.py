@@ -77,7 +77,18 @@ class Child:
     def start(self) -> None:
         if self.ready_file is not None:
             self.ready_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_die_with_parent)
+        out = None if self.log_file is None else self.log_file.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if out is not None:
+                out.close()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -127,9 +138,13 @@ class Supervisor:
             for child in waiting:
                 if not child.running():
                     code = child.proc.returncode if child.proc else None
+                    where = "above"
+                    if child.log_file is not None:
+                        where = f"in {child.log_file}"
+                        sys.stderr.write(child.log_file.read_text(errors="replace")[-2000:])
                     raise SystemExit(
-                        f"relaygate up: {child.name} exited with code {code} "
-                        "while starting (its log is above)"
+                        f"relaygate up: {child.name} exited with code {code} while starting "
+                        f"(its log is {where})"
                     )
             if time.monotonic() > deadline:
                 names = ", ".join(c.name for c in waiting)
