@@ -306,25 +306,24 @@ def format_errors(
     problems: list[str] = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
-        if (error["type"] == "value_error" and not loc) or loc == ["__root__"]:
-            loc = []
         message = str(error["msg"]).removeprefix("Value error, ")
-        if (not loc and "\n" in message) or (not loc and message.startswith(("routes[", "bus"))):
-            # Cross-reference errors arrive pre-formatted with their own paths.
-            for line in message.splitlines():
-                problems.append(_with_line(line, lines))
+        if not loc:
+            # Cross-reference checks (`Config._references`) write their own `path: …` lines.
+            problems.extend(_with_line(line, lines) for line in message.splitlines())
             continue
-        path = yaml_path(loc, data)
-        msg = message[:1].lower() + message[1:]
         if error["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
-        problems.append(_with_line(f"{path or '(top level)'}: {msg}", lines))
+            message = "unknown key (check the spelling)"
+        problems.append(_with_line(f"{yaml_path(loc, data)}: {_lower_first(message)}", lines))
     return problems
 
 
+def _lower_first(message: str) -> str:
+    return message[:1].lower() + message[1:]
+
+
 def yaml_path(loc: list[int | str], data: Any) -> str:
-    """`['routes', 2, 'to', 'worker', 'topic']` -> `routes[2].to.topic`: discriminator
-    tags and union member names that pydantic inserts are not in the file, so skipped."""
+    """`['routes', 2, 'to', 'worker', 'topic']` -> `routes[2].to.topic`. Pydantic puts
+    discriminator tags ('worker') in the location; they are not keys of the file."""
     out = ""
     node = data
     for part in loc:
@@ -332,18 +331,10 @@ def yaml_path(loc: list[int | str], data: Any) -> str:
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
-        if isinstance(node, dict) and part in node:
-            out += f".{part}" if out else part
-            node = node[part]
-        elif isinstance(node, dict) or (node is None and "[" in part):
-            # A tag ('worker') or a member name ('function-after[...]'): not a key.
-            if isinstance(node, dict) and (node.get("type") == part or "[" in part):
-                continue
-            out += f".{part}" if out else part
-            node = None
-        else:
-            out += f".{part}" if out else part
-            node = None
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
     return out
 
 
