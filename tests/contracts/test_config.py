@@ -75,7 +75,8 @@ MALFORMED = [
         "routes[0].when.path: bad parameter",
     ),
     (
-        "routes:\n  - name: a\n    when: {path: /a, methods: []}\n    to: {type: worker, topic: t}\n",
+        "routes:\n  - name: a\n    when: {path: /a, methods: []}\n"
+        "    to: {type: worker, topic: t}\n",
         "routes[0].when.methods: list at least one method",
     ),
     (
