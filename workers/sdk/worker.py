@@ -24,8 +24,6 @@ from workers.sdk.serve import EnvelopeProcessor, HandlerFn
 if TYPE_CHECKING:
     from faststream import FastStream
 
-REPLY_CID_HEADER = "rg-correlation-id"
-
 
 class Worker:
     def __init__(self, topic: str, *, group: str | None = None, concurrency: int = 256) -> None:
@@ -55,38 +53,10 @@ class Worker:
 
     def faststream_app(self, url: str, *, prefix: str = "rg", node_id: str = "sdk") -> FastStream:
         """A FastStream application serving this worker on `nats://` or `kafka://`."""
-        from faststream import FastStream
+        from workers.sdk.faststream_app import build_app
 
         subject = Topics(prefix).request(self.topic)
-        processor = self.processor(f"relaygate://worker/{node_id}")
-        scheme, _, address = url.partition("://")
-        if scheme == "kafka":
-            from faststream.kafka import KafkaBroker, KafkaMessage
-
-            kafka = KafkaBroker(address.split(","))
-
-            @kafka.subscriber(subject, group_id=self.group)
-            async def on_kafka(msg: KafkaMessage) -> None:
-                reply = await processor.process(msg.body)
-                if reply is not None:
-                    await kafka.publish(
-                        reply.data,
-                        topic=reply.address,
-                        headers={REPLY_CID_HEADER: reply.correlation_id},
-                    )
-
-            return FastStream(kafka)
-        from faststream.nats import NatsBroker, NatsMessage
-
-        nats = NatsBroker(url)
-
-        @nats.subscriber(subject, queue=self.group)
-        async def on_nats(msg: NatsMessage) -> None:
-            reply = await processor.process(msg.body)
-            if reply is not None:
-                await nats.publish(reply.data, subject=reply.address)
-
-        return FastStream(nats)
+        return build_app(url, subject, self.group, self.processor(f"relaygate://worker/{node_id}"))
 
 
 async def serve_on_bus(

@@ -1,0 +1,41 @@
+"""A `Worker` served by FastStream (the SDK's runtime for team workers).
+
+No `from __future__ import annotations` here: FastStream reads the handler
+annotations at runtime to inject the raw message.
+"""
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.nats import NatsBroker, NatsMessage
+
+from workers.sdk.serve import EnvelopeProcessor
+
+REPLY_CID_HEADER = "rg-correlation-id"
+
+
+def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) -> FastStream:
+    scheme, _, address = url.partition("://")
+    if scheme == "kafka":
+        kafka = KafkaBroker(address.split(","))
+
+        @kafka.subscriber(subject, group_id=group)
+        async def on_kafka(msg: KafkaMessage) -> None:
+            reply = await processor.process(msg.body)
+            if reply is not None:
+                await kafka.publish(
+                    reply.data,
+                    topic=reply.address,
+                    headers={REPLY_CID_HEADER: reply.correlation_id},
+                )
+
+        return FastStream(kafka)
+
+    nats = NatsBroker(url)
+
+    @nats.subscriber(subject, queue=group)
+    async def on_nats(msg: NatsMessage) -> None:
+        reply = await processor.process(msg.body)
+        if reply is not None:
+            await nats.publish(reply.data, subject=reply.address)
+
+    return FastStream(nats)
