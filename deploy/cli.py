@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ingress":
         from ingress.server import serve_ingress
 
-        asyncio.run(serve_ingress(config, args.ready_file))
+        asyncio.run(serve_ingress(config, args.ready_file, args.config))
         return 0
     spec = _worker_spec(config, args)
     from workers.runner import serve_worker

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from contracts.bus.connect import bus_from_config, connect_with_retry
-from contracts.config import Config
+from contracts.config import Config, ConfigError, load_config
 from contracts.envelope import new_id
 from ingress.admin import build_admin
 from ingress.app import IngressApp
@@ -53,13 +54,35 @@ async def _started(a: uvicorn.Server, b: uvicorn.Server, tasks: list[asyncio.Tas
         await asyncio.sleep(0.02)
 
 
-async def serve_ingress(config: Config, ready_file: str | None = None) -> None:
+def reload_config(app: IngressApp, admin: FastAPI, path: str) -> bool:
+    """SIGHUP: swap in the file's routes atomically; a bad file changes nothing."""
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, keeping the running config: %s: %s", path, problem)
+        return False
+    old: Config = admin.state.config
+    for section in ("bus", "ingress", "admin"):
+        if getattr(new, section) != getattr(old, section):
+            log.warning("reload: %s settings changed; they apply after a restart", section)
+    app.reload(new)
+    admin.state.config = new
+    log.info("reloaded %s: %d route(s)", path, len(new.routes))
+    return True
+
+
+async def serve_ingress(
+    config: Config, ready_file: str | None = None, config_path: str | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM; SIGHUP reloads routes from `config_path`."""
     node_id = config.ingress.node_id or f"ingress-{new_id()[:12]}"
     bus = bus_from_config(config, node_id)
     await connect_with_retry(bus)
     app = IngressApp(config, bus)
     data_plane = _server(app, config.ingress.host, config.ingress.port, http="httptools")
-    admin = _server(build_admin(app, config), config.admin.host, config.admin.port, http="auto")
+    admin_app = build_admin(app, config)
+    admin = _server(admin_app, config.admin.host, config.admin.port, http="auto")
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -68,6 +91,8 @@ async def serve_ingress(config: Config, ready_file: str | None = None) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_config, app, admin_app, config_path)
     try:
         tasks = [asyncio.create_task(data_plane.serve()), asyncio.create_task(admin.serve())]
         await _started(data_plane, admin, tasks)
