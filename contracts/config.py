@@ -9,7 +9,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from contracts.topics import NAME_PATTERN
 
@@ -26,10 +31,25 @@ class KafkaOptions(_Model):
     create_topics: bool = Field(True, description="Create missing topics on first use.")
     partitions: int = Field(3, ge=1, description="Partitions of topics relaygate creates.")
     replication_factor: int = Field(1, ge=1)
-    acks: Literal["all", 1, 0] = "all"
+    acks: Literal["all", "1", "0"] = "all"
     idempotence: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on where the broker supports idempotent producers."
     )
+
+    @field_validator("acks", mode="before")
+    @classmethod
+    def _acks_text(cls, value: object) -> object:
+        # YAML and environment variables give 1 / "1" alike.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("idempotence", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted on/off as true/false.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
     max_message_bytes: int = Field(16 * MiB, ge=MiB)
 
 
@@ -186,7 +206,8 @@ class Config(BaseSettings):
     upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
     workers: list[WorkerSpec] = Field(
         default_factory=list,
-        description="What `relaygate up` starts. Unset: a routing worker if a route needs one.",
+        description="What `relaygate up` starts; a routing worker is added when upstream "
+        "routes need one and none is listed.",
     )
 
     @classmethod
@@ -229,11 +250,12 @@ class Config(BaseSettings):
         return self
 
     def effective_workers(self) -> list[EchoWorker | RoutingWorker | ModuleWorker]:
-        if self.workers:
-            return list(self.workers)
-        if any(isinstance(r.to, UpstreamTarget) for r in self.routes):
-            return [RoutingWorker(type="routing")]
-        return []
+        """`workers`, plus a routing worker when upstream routes need one and none is listed."""
+        workers = list(self.workers)
+        needs_routing = any(isinstance(r.to, UpstreamTarget) for r in self.routes)
+        if needs_routing and not any(isinstance(w, RoutingWorker) for w in workers):
+            workers.append(RoutingWorker(type="routing"))
+        return workers
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON-able data, with credentials in URLs masked."""
@@ -298,6 +320,8 @@ def _validate(data: dict[str, Any], source: str, lines: dict[str, int] | None) -
         return Config(**data)
     except ValidationError as exc:
         raise ConfigError(source, format_errors(exc, data, lines)) from None
+    except SettingsError as exc:  # e.g. malformed JSON in a RELAYGATE_… variable
+        raise ConfigError("environment", [f"{exc}: {exc.__cause__ or ''}".rstrip(": ")]) from None
 
 
 def format_errors(

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         from deploy.runner import run_up
 
-        return run_up(args.config)
+        return run_up(args.config, args.log_level)
 
     config = load_config(args.config)
     _use_uvloop()
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = _worker_spec(config, args)
     from workers.runner import serve_worker
 
-    asyncio.run(serve_worker(config, spec, args.ready_file))
+    asyncio.run(serve_worker(config, spec, args.ready_file, args.config))
     return 0
 
 

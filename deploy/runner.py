@@ -10,7 +10,6 @@ if `up` itself is killed with SIGKILL.
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ import yaml
 
 from contracts.config import (
     Config,
+    ConfigError,
     EchoWorker,
     ModuleWorker,
     RoutingWorker,
@@ -70,6 +70,7 @@ class Child:
     argv: list[str]
     ready_file: Path | None = None
     port: int | None = None
+    reloads: bool = False  # takes SIGHUP to reload its config
     log_file: Path | None = None  # None: our stdout/stderr
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
@@ -110,16 +111,48 @@ class Stop(Exception):
 
 
 class Supervisor:
-    def __init__(self, config: Config, rundir: Path, *, embedded: bool, demo: bool) -> None:
+    def __init__(
+        self, config: Config, rundir: Path, *, config_path: str | None, log_level: str
+    ) -> None:
         self.config = config
         self.rundir = rundir
-        self.embedded = embedded
-        self.demo = demo
+        self.config_path = config_path  # the user's file; None for the demo
+        self.config_file = rundir / "config.yaml"  # what the children read
+        self.log_level = log_level
         self.children: list[Child] = []
         self.stopping = False
+        self.reload_requested = False
+        self.write_config(config)
+
+    def write_config(self, config: Config) -> None:
+        self.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+
+    def reload(self) -> None:
+        """SIGHUP: validate the user's file again; if good, the ingress and routing
+        workers swap routes in place. A bad file changes nothing."""
+        self.reload_requested = False
+        if self.config_path is None:
+            print("relaygate up: the demo has no config file to reload", file=sys.stderr)
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"relaygate up: reload refused: {exc.source}: {problem}", file=sys.stderr)
+            return
+        if new.bus.url is None:  # keep using the embedded server we started
+            new = new.model_copy(
+                update={"bus": new.bus.model_copy(update={"url": self.config.bus.url})}
+            )
+        self.write_config(new)
+        for child in self.children:
+            if child.reloads and child.running():
+                assert child.proc is not None
+                child.proc.send_signal(signal.SIGHUP)
+        print(f"relaygate up: reloaded {self.config_path}", file=sys.stderr, flush=True)
 
     def _cli(self, *args: str) -> list[str]:
-        level = os.environ.get("RELAYGATE_LOG_LEVEL", "info")
+        level = self.log_level
         return [sys.executable, "-m", "deploy", "--log-level", level, *args]
 
     def add(self, child: Child) -> Child:
@@ -151,7 +184,8 @@ class Supervisor:
                 raise SystemExit(f"relaygate up: {names} not ready after {READY_TIMEOUT_S:.0f}s")
             time.sleep(0.05)
 
-    def start_all(self, config_file: Path) -> None:
+    def start_all(self) -> None:
+        config_file = self.config_file
         workers: list[Child] = []
         for spec in self.config.effective_workers():
             for replica in range(1, spec.replicas + 1):
@@ -163,7 +197,9 @@ class Supervisor:
                 elif isinstance(spec, ModuleWorker):
                     argv += ["--target", spec.target]
                 ready = self.rundir / f"ready-{spec.type}-{replica}"
-                workers.append(self.add(Child(name, [*argv, "--ready-file", str(ready)], ready)))
+                argv += ["--ready-file", str(ready)]
+                reloads = isinstance(spec, RoutingWorker)
+                workers.append(self.add(Child(name, argv, ready, reloads=reloads)))
         self.wait_ready(workers)
         ready = self.rundir / "ready-ingress"
         ingress = self.add(
@@ -171,12 +207,15 @@ class Supervisor:
                 "ingress",
                 self._cli("ingress", "--config", str(config_file), "--ready-file", str(ready)),
                 ready,
+                reloads=True,
             )
         )
         self.wait_ready([ingress])
 
     def supervise(self) -> None:
         while not self.stopping:
+            if self.reload_requested:
+                self.reload()
             for child in self.children:
                 if child.running() or self.stopping:
                     continue
@@ -216,7 +255,8 @@ class Supervisor:
                     child.proc.wait()
 
 
-def run_up(config_path: str | None) -> int:
+def run_up(config_path: str | None, log_level: str = "info") -> int:
+    """`relaygate up`: SIGINT/SIGTERM stop everything, SIGHUP reloads the config."""
     rundir = Path(tempfile.mkdtemp(prefix="relaygate-up-"))
     supervisor: Supervisor | None = None
 
@@ -224,8 +264,13 @@ def run_up(config_path: str | None) -> int:
         if supervisor is not None:
             supervisor.stopping = True
 
+    def on_hangup(signum: int, _frame: object) -> None:
+        if supervisor is not None:
+            supervisor.reload_requested = True
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         demo = config_path is None
         pre: list[Child] = []
@@ -253,13 +298,11 @@ def run_up(config_path: str | None) -> int:
                     "bus": config.bus.model_copy(update={"url": f"nats://127.0.0.1:{nats_port}"})
                 }
             )
-        supervisor = Supervisor(config, rundir, embedded=embedded, demo=demo)
-        config_file = rundir / "config.yaml"
-        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        supervisor = Supervisor(config, rundir, config_path=config_path, log_level=log_level)
         for child in pre:
             supervisor.add(child)
         supervisor.wait_ready(pre)
-        supervisor.start_all(config_file)
+        supervisor.start_all()
         _print_banner(config, embedded=embedded, demo=demo, store=store)
         supervisor.supervise()
         return 0

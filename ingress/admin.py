@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from contracts.config import Config
+from contracts.config import Config, redact_url
 from ingress.app import IngressApp
 
 
@@ -24,7 +24,7 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
     async def readyz() -> JSONResponse:
         ready = app.bus.connected
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "bus": app.bus.url if ready else None},
+            {"status": "ready" if ready else "not ready", "bus": redact_url(app.bus.url)},
             status_code=200 if ready else 503,
         )
 

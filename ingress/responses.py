@@ -21,6 +21,7 @@ _NOT_FORWARDED = frozenset(
         "upgrade",
         "content-length",
         "x-correlation-id",
+        "date",  # the server adds its own; two would be invalid
     }
 )
 

@@ -7,11 +7,20 @@ import logging
 import signal
 from pathlib import Path
 
-from contracts.bus import Subscription
+from contracts.bus import Bus, Subscription
 from contracts.bus.connect import bus_from_config, connect_with_retry
-from contracts.config import Config, EchoWorker, ModuleWorker, RoutingWorker
+from contracts.config import (
+    Config,
+    ConfigError,
+    EchoWorker,
+    ModuleWorker,
+    RoutingWorker,
+    load_config,
+)
 from contracts.envelope import new_id
 from workers.echo import echo
+from workers.routing import RoutingWorker as Routing
+from workers.routing import build_routing
 from workers.sdk import Worker, load_worker
 
 log = logging.getLogger("relaygate.worker")
@@ -19,9 +28,16 @@ log = logging.getLogger("relaygate.worker")
 WorkerKind = EchoWorker | RoutingWorker | ModuleWorker
 
 
-async def serve_worker(config: Config, spec: WorkerKind, ready_file: str | None = None) -> None:
+async def serve_worker(
+    config: Config,
+    spec: WorkerKind,
+    ready_file: str | None = None,
+    config_path: str | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM. A routing worker reloads its routes on SIGHUP."""
     node_id = f"{spec.type}-{new_id()[:12]}"
     stopping = asyncio.Event()
+    reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
@@ -42,20 +58,42 @@ async def serve_worker(config: Config, spec: WorkerKind, ready_file: str | None 
                 subscriptions.append(await worker.serve(bus))
             what = "topics " + ", ".join(bus.topics.request(t) for t in spec.topics)
         else:
-            from workers.routing import build_routing
-
             routing = build_routing(config)
             await routing.start(bus)
             what = f"{len(routing.topics)} upstream route(s)"
+            if config_path is not None:
+                loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         log.info("worker %s ready on %s (%s)", node_id, bus.url, what)
         _mark_ready(ready_file, node_id)
-        await stopping.wait()
+        stop = asyncio.ensure_future(stopping.wait())
+        while not stopping.is_set():
+            reload = asyncio.ensure_future(reloads.get())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            if reload.done() and routing is not None and config_path is not None:
+                routing = await _reload_routing(routing, bus, config_path)
+            reload.cancel()
     finally:
         for sub in subscriptions:
             await sub.stop()
         if routing is not None:
             await routing.close()
         await bus.close()
+
+
+async def _reload_routing(current: Routing, bus: Bus, path: str) -> Routing:
+    """Subscribe the new route set before dropping the old one, so no request finds
+    nobody listening; a bad file keeps the running routes."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, keeping the running routes: %s: %s", path, problem)
+        return current
+    replacement = build_routing(config)
+    await replacement.start(bus)
+    await current.close()
+    log.info("reloaded %s: %d upstream route(s)", path, len(replacement.topics))
+    return replacement
 
 
 async def _serve_module(

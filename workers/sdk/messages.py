@@ -91,9 +91,17 @@ class Response:
         return cls(status, [("content-type", "text/plain; charset=utf-8")], text.encode())
 
     @classmethod
-    def problem(cls, status: int, slug: str, title: str, detail: str | None = None) -> Response:
+    def problem(
+        cls,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Response:
         return cls(
             status,
             [("content-type", problems.CONTENT_TYPE)],
-            problems.problem(status, slug, title, detail),
+            problems.problem(status, slug, title, detail, correlation_id=correlation_id),
         )

@@ -73,7 +73,11 @@ async def serve_on_bus(
 def load_worker(target: str) -> Worker:
     """`package.module:attribute` -> the Worker it names."""
     import importlib
+    import sys
 
+    # Like `uvicorn app:app`: the team's package is usually in the current folder.
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, ".")
     module_name, _, attr = target.partition(":")
     module: Any = importlib.import_module(module_name)
     worker = getattr(module, attr, None)
