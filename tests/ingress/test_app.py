@@ -181,6 +181,7 @@ async def test_worker_exception_is_a_500_problem_not_a_hang(gateway: Any) -> Non
     assert response.status_code == 500
     assert response.json()["type"].endswith("/worker-error")
     assert "RuntimeError" in response.json()["detail"]
+    assert response.json()["correlation_id"] == response.headers["x-correlation-id"]
 
 
 async def test_full_pending_map_sheds_with_503_and_retry_after(gateway: Any) -> None:

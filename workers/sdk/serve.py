@@ -62,6 +62,7 @@ class EnvelopeProcessor:
                 "worker-error",
                 "The worker failed",
                 f"{type(exc).__name__} in the handler of {envelope.subject or 'this route'}",
+                correlation_id=envelope.correlationid,
             )
         if envelope.type != REQUEST or not envelope.replyto:
             return None
