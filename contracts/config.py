@@ -51,6 +51,13 @@ class KafkaOptions(_Model):
         return value
 
     max_message_bytes: int = Field(16 * MiB, ge=MiB)
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=60_000,
+        description="How long an empty fetch waits on the broker. Brokers that answer "
+        "early when data arrives (Apache Kafka) can take 500; Tansu cannot.",
+    )
 
 
 class EmbeddedNats(_Model):

@@ -10,8 +10,10 @@ from contracts.bus.errors import (
     NotConnected,
     PayloadTooLarge,
     RequestTimeout,
+    TopicUnavailable,
 )
 from contracts.bus.message import Handler, Message
+from contracts.config import KafkaOptions
 from contracts.topics import Topics
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "PayloadTooLarge",
     "RequestTimeout",
     "Subscription",
+    "TopicUnavailable",
     "create_bus",
 ]
 
@@ -35,7 +38,7 @@ def create_bus(
     node_id: str,
     topics: Topics | None = None,
     max_pending: int = 10_000,
-    kafka_options: object | None = None,
+    kafka_options: KafkaOptions | None = None,
 ) -> Bus:
     """A bus for `url`; call `await bus.connect()` before use."""
     topics = topics or Topics()

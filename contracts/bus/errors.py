@@ -2,6 +2,7 @@
 
 BusError
 ├── NotConnected       bus unreachable                       -> 503
+│   └── TopicUnavailable  topic missing, may not be created  -> 503
 ├── NoResponders       nobody subscribed to the topic        -> 503
 ├── RequestTimeout     no reply before the deadline          -> 504
 ├── Backpressure       pending-reply map full                -> 503 + Retry-After
@@ -17,6 +18,10 @@ class BusError(Exception):
 
 class NotConnected(BusError):
     pass
+
+
+class TopicUnavailable(NotConnected):
+    """The topic does not exist and may not be created, or creating it failed."""
 
 
 class NoResponders(BusError):
