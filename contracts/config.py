@@ -146,7 +146,10 @@ class UpstreamTarget(_Model):
     type: Literal["upstream"]
     upstream: str
     path: str | None = Field(
-        None, description="Upstream path template using the route's parameters; unset: unchanged."
+        None,
+        pattern=r"^/",
+        description="Upstream path template using the route's parameters, starting with '/'; "
+        "unset: the request's path unchanged.",
     )
 
 

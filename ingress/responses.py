@@ -43,7 +43,11 @@ async def send_reply(
     raw.append((b"x-correlation-id", correlation_id))
     bodiless = status in (204, 304) or 100 <= status < 200
     if not bodiless:
-        raw.append((b"content-length", str(len(body)).encode()))
+        length = str(len(body))
+        if head and not body:
+            # A HEAD reply says how long the GET body would be: keep the worker's figure.
+            length = next((v for n, v in headers if n == "content-length" and v.isdigit()), length)
+        raw.append((b"content-length", length.encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": b"" if head or bodiless else body})
 
