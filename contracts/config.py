@@ -234,29 +234,10 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        errors: list[str] = []
-        seen: set[str] = set()
-        for i, route in enumerate(self.routes):
-            if route.name in seen:
-                errors.append(f"routes[{i}].name: duplicate route name {route.name!r}")
-            seen.add(route.name)
-            target = route.to
-            if isinstance(target, UpstreamTarget):
-                if target.upstream not in self.upstreams:
-                    known = ", ".join(sorted(self.upstreams)) or "none defined"
-                    errors.append(
-                        f"routes[{i}].to.upstream: unknown upstream {target.upstream!r} "
-                        f"(upstreams: {known})"
-                    )
-                if target.path is not None:
-                    params = {m[1] for m in _TEMPLATE_PARAM.finditer(route.when.path)}
-                    for m in _TEMPLATE_PARAM.finditer(target.path):
-                        if m[1] not in params:
-                            errors.append(
-                                f"routes[{i}].to.path: parameter {{{m[1]}}} is not in when.path"
-                            )
-        if errors:
-            raise ValueError("\n".join(errors))
+        data = self.model_dump(include={"routes", "upstreams"})
+        problems = reference_problems(data["routes"], data["upstreams"])
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def effective_workers(self) -> list[EchoWorker | RoutingWorker | ModuleWorker]:
@@ -275,6 +256,44 @@ class Config(BaseSettings):
         for upstream in data["upstreams"].values():
             upstream["url"] = redact_url(upstream["url"])
         return data
+
+
+def reference_problems(routes: Any, upstreams: Any) -> list[str]:
+    """What refers to something that is not there (or twice), as `path: message` lines.
+
+    Reads plain data defensively, so that `relaygate check` can run it on the raw file
+    and report these together with field errors, which stop pydantic before them."""
+    problems: list[str] = []
+    if not isinstance(routes, list):
+        return problems
+    names = sorted(upstreams) if isinstance(upstreams, dict) else []
+    seen: set[str] = set()
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"routes[{i}].name: duplicate route name {name!r}")
+            seen.add(name)
+        target, when = route.get("to"), route.get("when")
+        if not isinstance(target, dict) or target.get("type") != "upstream":
+            continue
+        upstream = target.get("upstream")
+        if isinstance(upstream, str) and upstream not in names:
+            known = ", ".join(names) or "none defined"
+            problems.append(
+                f"routes[{i}].to.upstream: unknown upstream {upstream!r} (upstreams: {known})"
+            )
+        path = target.get("path")
+        if isinstance(path, str) and isinstance(when, dict) and isinstance(when.get("path"), str):
+            params = {m[1] for m in _TEMPLATE_PARAM.finditer(when["path"])}
+            for m in _TEMPLATE_PARAM.finditer(path):
+                if m[1] not in params:
+                    problems.append(
+                        f"routes[{i}].to.path: parameter {{{m[1]}}} is not in when.path"
+                    )
+    return problems
 
 
 def redact_url(url: str) -> str:
@@ -329,7 +348,14 @@ def _validate(data: dict[str, Any], source: str, lines: dict[str, int] | None) -
     try:
         return Config(**data)
     except ValidationError as exc:
-        raise ConfigError(source, format_errors(exc, data, lines)) from None
+        problems = format_errors(exc, data, lines)
+        # Field errors stop pydantic before the cross-reference check: run it on the
+        # file itself so that one `relaygate check` reports everything.
+        for problem in reference_problems(data.get("routes"), data.get("upstreams")):
+            line = _with_line(problem, lines)
+            if line not in problems:
+                problems.append(line)
+        raise ConfigError(source, problems) from None
     except SettingsError as exc:  # e.g. malformed JSON in a RELAYGATE_… variable
         raise ConfigError("environment", [f"{exc}: {exc.__cause__ or ''}".rstrip(": ")]) from None
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from contracts.bus.connect import bus_from_config, connect_with_retry
 from contracts.config import Config, ConfigError, load_config
 from contracts.envelope import new_id
+from contracts.lifecycle import exit_if_stuck
 from ingress.admin import build_admin
 from ingress.app import IngressApp
 
@@ -89,8 +90,12 @@ async def serve_ingress(
         data_plane.should_exit = True
         admin.should_exit = True
 
+    def on_signal() -> None:
+        stop()
+        exit_if_stuck()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, on_signal)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, reload_config, app, admin_app, config_path)
     try:

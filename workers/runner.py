@@ -18,6 +18,7 @@ from contracts.config import (
     load_config,
 )
 from contracts.envelope import new_id
+from contracts.lifecycle import exit_if_stuck
 from workers.echo import echo
 from workers.routing import RoutingWorker as Routing
 from workers.routing import build_routing
@@ -39,8 +40,13 @@ async def serve_worker(
     stopping = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        stopping.set()
+        exit_if_stuck()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, stop)
 
     if isinstance(spec, ModuleWorker):
         await _serve_module(config, spec, node_id, stopping, ready_file)
@@ -65,10 +71,10 @@ async def serve_worker(
                 loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         log.info("worker %s ready on %s (%s)", node_id, bus.url, what)
         _mark_ready(ready_file, node_id)
-        stop = asyncio.ensure_future(stopping.wait())
+        stopped = asyncio.ensure_future(stopping.wait())
         while not stopping.is_set():
             reload = asyncio.ensure_future(reloads.get())
-            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stopped, reload], return_when=asyncio.FIRST_COMPLETED)
             if reload.done() and routing is not None and config_path is not None:
                 routing = await _reload_routing(routing, bus, config_path)
             reload.cancel()

@@ -23,6 +23,15 @@ log = logging.getLogger("relaygate.bus")
 DEFAULT_CONCURRENCY = 256
 
 
+class _Expired(Exception):
+    """The request's timer fired before its reply arrived."""
+
+
+def _expire(future: asyncio.Future[Message]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class Subscription(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -97,13 +106,16 @@ class Bus(abc.ABC):
                 if self._inbox is None:
                     self._inbox = await self._start_inbox()
         future = self.pending.add(correlation_id)
+        # One timer handle per request: cheaper than an asyncio.timeout() scope, and
+        # this runs for every request the ingress serves.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
         try:
             await self._send_request(topic, data, correlation_id)
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
+            return await future
+        except _Expired:
             raise RequestTimeout(f"no reply on {topic} within {timeout:.3f}s") from None
         finally:
+            timer.cancel()
             self.pending.discard(correlation_id)
 
     async def _stop_inbox(self) -> None:

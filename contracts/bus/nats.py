@@ -78,15 +78,23 @@ class NatsBus(Bus):
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
             pending_size=64 * 1024 * 1024,
+            # Shutdown drains subscriptions; if the server died with us, don't wait 30 s.
+            drain_timeout=2,
         )
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
+            # Drain only a live connection. While the server is gone, drain raises and
+            # the reconnect loop keeps going; close() stops it so the process can exit.
             try:
-                await nc.drain()
-            except (nats.errors.ConnectionClosedError, TimeoutError):
-                await nc.close()
+                if nc.is_connected:
+                    await nc.drain()
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("nats: drain failed (%s); closing", exc)
+            finally:
+                if not nc.is_closed:
+                    await nc.close()
         self.pending.fail_all(NotConnected("bus closed"))
         self._inbox = None
 

@@ -18,7 +18,18 @@ def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) 
     if scheme == "kafka":
         kafka = KafkaBroker(address.split(","))
 
-        @kafka.subscriber(subject, group_id=group)
+        # no_reply: the reply goes out below, by correlation id; FastStream would send
+        # the handler's None as a second one. Earliest, like the bus binding: a request
+        # published while the group joins is not lost. A 1 s commit interval makes the
+        # group visible to the ingress's no-responders check soon on brokers (Tansu)
+        # that only report groups with committed offsets.
+        @kafka.subscriber(
+            subject,
+            group_id=group,
+            no_reply=True,
+            auto_offset_reset="earliest",
+            auto_commit_interval_ms=1_000,
+        )
         async def on_kafka(msg: KafkaMessage) -> None:
             reply = await processor.process(msg.body)
             if reply is not None:
@@ -32,7 +43,7 @@ def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) 
 
     nats = NatsBroker(url)
 
-    @nats.subscriber(subject, queue=group)
+    @nats.subscriber(subject, queue=group, no_reply=True)
     async def on_nats(msg: NatsMessage) -> None:
         reply = await processor.process(msg.body)
         if reply is not None:
