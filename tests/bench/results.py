@@ -1,0 +1,133 @@
+"""What one bench run found: a row per path, a run per connection count, and the
+ratios checked against DESIGN.md's targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tests.bench.profiling import Profile
+
+# Throughput ratios (row / row at the main connection count) and their NATS targets.
+THROUGHPUT_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("c", "a", 0.55),
+    ("c", "b", 0.75),
+    ("d", "b", 0.40),
+)
+# p50 of (c) minus p50 of (a) at one connection, in ms.
+UNLOADED_P50_TARGET_MS = 0.5
+TARGET_BUS = "NATS"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    connections: int
+    threads: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    non_2xx_3xx: int
+    socket_errors: int
+    cpu_us_per_request: dict[str, float]
+    wrk_cpu_us_per_request: float
+    other_cpu_cores: float
+    ingress_counters: dict[str, int]
+    command: str
+
+
+@dataclass(slots=True)
+class Row:
+    key: str
+    bus: str | None
+    path: str
+    url: str
+    processes: dict[str, str]
+    runs: list[Run] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"({self.key}) {self.bus}" if self.bus else f"({self.key})"
+
+    def run_at(self, connections: int) -> Run | None:
+        return next((r for r in self.runs if r.connections == connections), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    bus: str
+    what: str
+    value: float | None
+    unit: str
+    target: str | None
+    met: bool | None
+    note: str = ""
+
+
+@dataclass(slots=True)
+class Results:
+    meta: dict[str, object]
+    rows: list[Row] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    profiles: list[Profile | str] = field(default_factory=list)
+    profiled_rps: float | None = None
+
+    def row(self, key: str, bus: str | None) -> Row | None:
+        return next((r for r in self.rows if r.key == key and r.bus == bus), None)
+
+
+def _missing(row: Row | None, key: str) -> str:
+    if row is None:
+        return f"({key}) not run"
+    return f"({key}) skipped" if row.skipped else f"({key}) has no run at that connection count"
+
+
+def compute_checks(results: Results, connections: int, buses: list[str]) -> list[Check]:
+    checks: list[Check] = []
+    for bus in buses:
+        targeted = bus == TARGET_BUS
+        for top, bottom, target in THROUGHPUT_TARGETS:
+            num_row = results.row(top, bus)
+            den_row = results.row(bottom, None)
+            num = num_row.run_at(connections) if num_row else None
+            den = den_row.run_at(connections) if den_row else None
+            what = f"({top})/({bottom}) req/s at {connections} conns"
+            if num is None or den is None or den.rps == 0:
+                note = _missing(num_row, top) if num is None else _missing(den_row, bottom)
+                wanted = f">= {target:.2f}" if targeted else None
+                checks.append(Check(bus, what, None, "x", wanted, None, note))
+                continue
+            value = num.rps / den.rps
+            checks.append(
+                Check(
+                    bus,
+                    what,
+                    value,
+                    "x",
+                    f">= {target:.2f}" if targeted else None,
+                    value >= target if targeted else None,
+                )
+            )
+        c_row, a_row = results.row("c", bus), results.row("a", None)
+        c1 = c_row.run_at(1) if c_row else None
+        a1 = a_row.run_at(1) if a_row else None
+        what = "p50 (c) - p50 (a) at 1 conn"
+        if c1 is None or a1 is None:
+            note = _missing(c_row, "c") if c1 is None else _missing(a_row, "a")
+            wanted = f"<= {UNLOADED_P50_TARGET_MS:.2f} ms" if targeted else None
+            checks.append(Check(bus, what, None, "ms", wanted, None, note))
+            continue
+        delta = c1.p50_ms - a1.p50_ms
+        checks.append(
+            Check(
+                bus,
+                what,
+                delta,
+                "ms",
+                f"<= {UNLOADED_P50_TARGET_MS:.2f} ms" if targeted else None,
+                delta <= UNLOADED_P50_TARGET_MS if targeted else None,
+            )
+        )
+    return checks
