@@ -156,28 +156,223 @@ class UpstreamTarget(_Model):
 Target = Annotated[WorkerTarget | UpstreamTarget, Field(discriminator="type")]
 
 
+class Limit(_Model):
+    """At most `requests` in any `window_s` seconds (a sliding window, not a calendar one)."""
+
+    requests: int = Field(ge=1)
+    window_s: float = Field(gt=0, le=86_400)
+
+
+class Quota(_Model):
+    """Calendar quotas (UTC days and months)."""
+
+    daily: int | None = Field(None, ge=1)
+    monthly: int | None = Field(None, ge=1)
+
+
+class Tier(_Model):
+    """A class of caller (free, partner, internal, …) with its own limits and quotas."""
+
+    limits: list[Limit] = Field(default_factory=list)
+    quota: Quota = Quota()
+
+
+class CallerConfig(_Model):
+    """How the ingress tells a caller's tier until authentication assigns one."""
+
+    default_tier: str | None = Field(None, description="Tier of a caller nothing else names.")
+    tier_header: str | None = Field(
+        None, description="A header naming the tier. Trust it only behind your own edge."
+    )
+    networks: dict[str, str] = Field(
+        default_factory=dict, description="Client address CIDR -> tier, first match wins."
+    )
+
+    @field_validator("networks")
+    @classmethod
+    def _cidrs(cls, networks: dict[str, str]) -> dict[str, str]:
+        import ipaddress
+
+        for cidr in networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+        return networks
+
+
+_KEY_PART = r"^(consumer|api_key|tenant|client_address|route|header:[A-Za-z0-9-]+)$"
+
+
+class RateLimitPolicy(_Model):
+    """Exact across ingress nodes when `state.url` is Redis; per node otherwise."""
+
+    type: Literal["rate_limit"]
+    name: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_-]+$", description="Shown in RateLimit-Policy."
+    )
+    key: list[Annotated[str, Field(pattern=_KEY_PART)]] = Field(
+        default_factory=lambda: ["client_address"],
+        min_length=1,
+        description="What one counter is per: consumer, api_key, tenant, client_address, "
+        "route, header:<name>.",
+    )
+    limits: list[Limit] = Field(
+        default_factory=list, description="Unset: the limits of the caller's tier."
+    )
+    quotas: bool = Field(True, description="Also count the caller's tier quotas.")
+    on_store_error: Literal["local", "closed"] = Field(
+        "local",
+        description="Redis unreachable: `local` limits per node, `closed` answers 503.",
+    )
+
+
+Policy = Annotated[RateLimitPolicy, Field(discriminator="type")]
+
+
+class StateConfig(_Model):
+    url: str | None = Field(
+        None,
+        description="redis://host:port/db shares state across ingress nodes; unset: in memory.",
+    )
+    timeout_ms: int = Field(250, ge=1, description="Per Redis call; then the fallback applies.")
+
+    @field_validator("url")
+    @classmethod
+    def _redis(cls, url: str | None) -> str | None:
+        if url is not None and url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
 class Route(_Model):
     name: str = Field(pattern=_ROUTE_NAME)
     when: When
     to: Target
+    policies: list[Policy] = Field(
+        default_factory=list, description="Run after the global policies, in order."
+    )
     timeout_ms: int | None = Field(None, ge=1, description="Unset: ingress.timeout_ms.")
     max_body_bytes: int | None = Field(None, ge=0, description="Unset: ingress.max_body_bytes.")
 
 
+def _http_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url.rstrip("/")
+
+
+class UpstreamInstance(_Model):
+    """One server of an upstream."""
+
+    url: str = Field(description="Base URL, e.g. http://10.0.0.5:8000 or http://orders:8000/api")
+    group: int = Field(
+        0,
+        ge=0,
+        description="Failover order: 0 is the primary group, 1 the first backup, and so on. "
+        "Requests go to the lowest group that has an available instance.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return _http_base_url(url)
+
+
+class HealthCheck(_Model):
+    """Active checks: `GET path` on every instance each interval."""
+
+    path: str = Field("/healthz", pattern=r"^/", description="Any 2xx or 3xx answer is healthy.")
+    interval_ms: int = Field(2_000, ge=10)
+    timeout_ms: int = Field(1_000, ge=1)
+    healthy_threshold: int = Field(2, ge=1, description="Passes in a row that readmit.")
+    unhealthy_threshold: int = Field(2, ge=1, description="Failures in a row that remove.")
+
+
+class OutlierDetection(_Model):
+    """Passive checks: an instance failing `consecutive_failures` requests in a row (5xx,
+    refused or reset connection, timeout) is ejected for `eject_ms`, then readmitted."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    eject_ms: int = Field(30_000, ge=1)
+
+
+class CircuitBreakerOptions(_Model):
+    """Per upstream: opens when at least `min_calls` requests in the last `window_s`
+    seconds failed at `failure_rate` or more; then answers 503 at once for `open_ms`,
+    lets `half_open_calls` trial requests through, and closes if they all succeed."""
+
+    window_s: float = Field(10.0, gt=0, le=3600)
+    min_calls: int = Field(20, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    open_ms: int = Field(5_000, ge=1)
+    half_open_calls: int = Field(3, ge=1)
+
+
+class RetryPolicy(_Model):
+    """Retries of failed attempts (5xx, refused or reset connection), on another instance
+    when there is one; only for GET, HEAD, OPTIONS, PUT, DELETE or requests carrying
+    `Idempotency-Key`, and within the budget."""
+
+    attempts: int = Field(2, ge=1, le=10, description="Tries per request; 1: no retries.")
+    budget_ratio: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Retries may add at most this share of the requests of the last 10 s.",
+    )
+    min_retries: int = Field(
+        3, ge=0, description="Retries allowed per 10 s whatever the ratio, for low traffic."
+    )
+
+
 class HttpUpstream(_Model):
     type: Literal["http"] = "http"
-    url: str = Field(description="Base URL, e.g. http://orders:8000 or http://10.0.0.5:8000/api")
+    url: str | None = Field(
+        None,
+        description="Base URL, e.g. http://orders:8000 or http://10.0.0.5:8000/api: "
+        "shorthand for one target. Give `url` or `targets`.",
+    )
+    targets: list[UpstreamInstance] | None = Field(
+        None, min_length=1, description="The instances; give `url` or `targets`."
+    )
+    balance: Literal["round_robin", "least_outstanding", "consistent_hash"] = Field(
+        "round_robin", description="How an instance is chosen within a group."
+    )
+    hash_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="consistent_hash: the request header to hash; unset: the client address.",
+    )
+    health: HealthCheck | None = Field(None, description="Unset: no active checks.")
+    outlier: OutlierDetection = OutlierDetection()
+    breaker: CircuitBreakerOptions = CircuitBreakerOptions()
+    retries: RetryPolicy = RetryPolicy()
     max_connections: int = Field(256, ge=1)
     connect_timeout_ms: int = Field(2_000, ge=1)
     max_response_bytes: int = Field(16 * MiB, ge=0)
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return url.rstrip("/")
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else _http_base_url(url)
+
+    @model_validator(mode="after")
+    def _one_target_list(self) -> HttpUpstream:
+        if (self.url is None) == (self.targets is None):
+            raise ValueError("give either `url` (one instance) or `targets`, not both or neither")
+        urls = [target.url for target in self.targets or ()]
+        if len(urls) != len(set(urls)):
+            raise ValueError("each target URL must appear once")
+        return self
+
+    def instances(self) -> list[UpstreamInstance]:
+        """`targets`, or the one instance that `url` stands for."""
+        if self.targets is not None:
+            return list(self.targets)
+        assert self.url is not None  # the validator makes it so
+        return [UpstreamInstance(url=self.url)]
 
 
 class EchoWorker(_Model):
@@ -212,6 +407,12 @@ class Config(BaseSettings):
     bus: BusConfig = BusConfig()
     ingress: IngressConfig = IngressConfig()
     admin: AdminConfig = AdminConfig()
+    state: StateConfig = StateConfig()
+    policies: list[Policy] = Field(
+        default_factory=list, description="Run on every route, before the route's own."
+    )
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    caller: CallerConfig = CallerConfig()
     routes: list[Route] = Field(default_factory=list)
     upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
     workers: list[WorkerSpec] = Field(
@@ -234,8 +435,9 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        data = self.model_dump(include={"routes", "upstreams"})
+        data = self.model_dump(include={"routes", "upstreams", "policies", "tiers", "caller"})
         problems = reference_problems(data["routes"], data["upstreams"])
+        problems += tier_problems(data)
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -251,10 +453,14 @@ class Config(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The config as JSON-able data, with credentials in URLs masked."""
         data = self.model_dump(mode="json")
-        if data["bus"]["url"]:
-            data["bus"]["url"] = redact_url(data["bus"]["url"])
+        for section, key in (("bus", "url"), ("state", "url")):
+            if data[section][key]:
+                data[section][key] = redact_url(data[section][key])
         for upstream in data["upstreams"].values():
-            upstream["url"] = redact_url(upstream["url"])
+            if upstream["url"]:
+                upstream["url"] = redact_url(upstream["url"])
+            for target in upstream["targets"] or []:
+                target["url"] = redact_url(target["url"])
         return data
 
 
@@ -293,6 +499,33 @@ def reference_problems(routes: Any, upstreams: Any) -> list[str]:
                     problems.append(
                         f"routes[{i}].to.path: parameter {{{m[1]}}} is not in when.path"
                     )
+    return problems
+
+
+def tier_problems(data: dict[str, Any]) -> list[str]:
+    """Tier names must exist; a rate limit without limits needs tiers that have some."""
+    tiers = data.get("tiers") or {}
+    problems: list[str] = []
+    caller = data.get("caller") or {}
+    default = caller.get("default_tier")
+    if default is not None and default not in tiers:
+        problems.append(f"caller.default_tier: unknown tier {default!r}")
+    for cidr, tier in (caller.get("networks") or {}).items():
+        if tier not in tiers:
+            problems.append(f"caller.networks.{cidr}: unknown tier {tier!r}")
+    places = [(f"policies[{i}]", p) for i, p in enumerate(data.get("policies") or [])]
+    for r, route in enumerate(data.get("routes") or []):
+        places += [
+            (f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.get("policies") or [])
+        ]
+    tiers_have_limits = any(t.get("limits") for t in tiers.values())
+    for where, policy in places:
+        if (
+            policy.get("type") == "rate_limit"
+            and not policy.get("limits")
+            and not tiers_have_limits
+        ):
+            problems.append(f"{where}.limits: give limits, or define tiers with limits")
     return problems
 
 

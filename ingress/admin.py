@@ -1,7 +1,11 @@
-"""The admin API (FastAPI, its own port): health, readiness, the running config, stats."""
+"""The admin API (FastAPI, its own port): health, readiness, the running config, stats,
+and the routing workers' upstream state."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -10,11 +14,31 @@ from fastapi.responses import JSONResponse
 
 from contracts.config import Config, redact_url
 from ingress.app import IngressApp
+from ingress.upstreams import UpstreamStates
 
 
 def build_admin(app: IngressApp, config: Config) -> FastAPI:
-    admin = FastAPI(title="relaygate admin", version="0.1.0", docs_url="/docs", redoc_url=None)
+    """Called in the running loop, it subscribes to the routing state at once: the
+    ingress serves the admin API with uvicorn's lifespan off. Otherwise the lifespan does."""
+    states = UpstreamStates()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await states.start(app.bus)
+        yield
+        await states.stop()
+
+    admin = FastAPI(
+        title="relaygate admin",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     admin.state.config = config
+    admin.state.upstreams = states
+    with contextlib.suppress(RuntimeError):  # no running loop: the lifespan subscribes
+        admin.state.subscribing = asyncio.get_running_loop().create_task(states.start(app.bus))
 
     @admin.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -41,5 +65,9 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
             "late_replies": app.bus.pending.late,
             **asdict(app.stats),
         }
+
+    @admin.get("/upstreams", summary="Upstream state (breakers, instance health) per worker")
+    async def upstreams() -> dict[str, Any]:
+        return {"workers": states.current()}
 
     return admin

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.config import ConfigError, UpstreamTarget, json_schema, load_config
+from contracts.config import Config, ConfigError, UpstreamTarget, json_schema, load_config
 
 VALID = """
 bus: {url: "nats://user:secret@127.0.0.1:4222"}
@@ -159,3 +159,13 @@ def test_json_schema_is_exported_for_editors() -> None:
         schema["properties"]
     )
     json.dumps(schema)  # serialisable as-is
+
+
+def test_redacted_config_hides_credentials_in_every_url() -> None:
+    config = Config(
+        state={"url": "redis://:pw1@127.0.0.1:6379/0"},
+        upstreams={"u": {"targets": [{"url": "http://user:pw2@10.0.0.1:80"}]}},
+    )
+    text = json.dumps(config.redacted())
+    assert "pw1" not in text
+    assert "pw2" not in text

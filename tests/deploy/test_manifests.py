@@ -295,8 +295,9 @@ def test_relaygate_command_parses_and_its_config_loads_as_in_the_container(
     assert _profiles(services[bus_host]) <= _profiles(service)
     if args.command == "worker" and args.kind == "routing":
         for upstream in config.upstreams.values():
-            host = urlsplit(upstream.url).hostname
-            assert host in services, f"{name}: upstream host {host} is not a compose service"
+            for target in upstream.instances():
+                host = urlsplit(target.url).hostname
+                assert host in services, f"{name}: upstream host {host} is not a compose service"
     if args.command == "ingress":
         assert config.ingress.host == "0.0.0.0"
         assert config.admin.host == "0.0.0.0"

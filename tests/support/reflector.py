@@ -3,6 +3,7 @@ and answers what the request asks for.
 
     x-reflect-status: N           answer with status N (default 200)
     x-reflect-header: Name: v     add a response header (repeatable, order kept)
+    x-reflect-delay-ms: N         answer after N milliseconds
     x-reflect-body: raw           the body is the request body, byte for byte;
                                   otherwise JSON: method, raw path, raw query,
                                   headers [[name, value], ...], body length and sha256
@@ -31,6 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 async def reflect(request: web.BaseRequest) -> web.StreamResponse:
     body = await request.content.read()
+    delay_ms = int(request.headers.get("x-reflect-delay-ms", "0"))
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers]
     status = int(request.headers.get("x-reflect-status", "200"))
     out: CIMultiDict[str] = CIMultiDict()
@@ -76,8 +80,8 @@ async def _serve(port: int) -> None:
 class Reflector(ManagedProcess):
     """The reflector as its own process (so that it does not share the tests' GIL)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         super().__init__(
             [sys.executable, "-m", "tests.support.reflector", "--port", str(self.port)],
             workdir / f"reflector-{self.port}.log",

@@ -21,7 +21,7 @@ from contracts.codec import EnvelopeCodec
 from contracts.config import Config, HttpUpstream, Route, UpstreamTarget, When
 from contracts.envelope import REPLY, REQUEST, Envelope, HttpInfo, new_id, now_ms
 from contracts.topics import Topics
-from workers.routing import GROUP, HttpProxy, build_routing
+from workers.routing import GROUP, HttpProxy, UpstreamPool, build_routing
 from workers.routing.session import open_session
 from workers.sdk import Request, Response
 
@@ -155,7 +155,7 @@ ProxyFactory = Callable[..., HttpProxy]
 @pytest.fixture
 async def make_proxy() -> AsyncIterator[ProxyFactory]:
     """`make_proxy(url, path=None, when="/{rest:path}", **upstream options)`."""
-    sessions = []
+    pools: list[UpstreamPool] = []
 
     def build(
         url: str, *, path: str | None = None, when: str = "/{rest:path}", **options: int
@@ -166,13 +166,13 @@ async def make_proxy() -> AsyncIterator[ProxyFactory]:
             when=When(path=when),
             to=UpstreamTarget(type="upstream", upstream="orders", path=path),
         )
-        session = open_session(upstream)
-        sessions.append(session)
-        return HttpProxy(route, upstream, session)
+        pool = UpstreamPool("orders", upstream, open_session(upstream))
+        pools.append(pool)
+        return HttpProxy(route, pool)
 
     yield build
-    for session in sessions:
-        await session.close()
+    for pool in pools:
+        await pool.close()
 
 
 def make_envelope(

@@ -1,5 +1,7 @@
 """The built-in routing worker: serves `<prefix>.req.<route>` for every route whose
-target is an upstream, forwarding each request over HTTP with `HttpProxy`.
+target is an upstream, forwarding each request over HTTP with `HttpProxy`, and keeps
+per upstream its instances' health, a circuit breaker and a retry budget
+(`UpstreamPool`), published for the admin API by `StatePublisher`.
 
     worker = build_routing(config)   # in a running event loop: opens the HTTP pools
     await worker.start(bus)
@@ -9,34 +11,45 @@ target is an upstream, forwarding each request over HTTP with `HttpProxy`.
 
 from __future__ import annotations
 
-import aiohttp
-
 from contracts.bus import Bus, Subscription
 from contracts.codec import EnvelopeCodec
 from contracts.config import Config, UpstreamTarget
 from contracts.topics import Topics
 from workers.routing.proxy import HttpProxy
 from workers.routing.session import open_session
+from workers.routing.state import STATE_EVENT, StatePublisher
+from workers.routing.upstream import UpstreamPool
 from workers.sdk import EnvelopeProcessor, serve_on_bus
 
-__all__ = ["GROUP", "HttpProxy", "RoutingWorker", "build_routing"]
+__all__ = [
+    "GROUP",
+    "STATE_EVENT",
+    "HttpProxy",
+    "RoutingWorker",
+    "UpstreamPool",
+    "build_routing",
+]
 
 GROUP = "workers.routing"
 
 
 class RoutingWorker:
-    """Owns the upstream sessions and one proxy per route topic."""
+    """Owns the upstream pools and one proxy per route topic."""
 
     def __init__(
         self,
         proxies: dict[str, HttpProxy],
-        sessions: list[aiohttp.ClientSession],
+        pools: dict[str, UpstreamPool],
         codec: EnvelopeCodec | None = None,
+        *,
+        state_interval_s: float = 1.0,
     ) -> None:
         self.proxies = proxies
-        self._sessions = sessions
+        self.pools = pools
         self._codec = codec or EnvelopeCodec()
+        self._state_interval_s = state_interval_s
         self._subscriptions: list[Subscription] = []
+        self._publisher: StatePublisher | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -44,38 +57,50 @@ class RoutingWorker:
         return list(self.proxies)
 
     async def start(self, bus: Bus) -> None:
-        """Subscribe every route topic, in the shared group so that replicas split the load."""
+        """Start the health checks and the state updates, then subscribe every route
+        topic in the shared group so that replicas split the load."""
+        for pool in self.pools.values():
+            pool.start()
+        self._publisher = StatePublisher(bus, self.pools, self._state_interval_s)
+        self._publisher.start()
         source = f"relaygate://worker/{bus.node_id}"
         for topic, proxy in self.proxies.items():
             processor = EnvelopeProcessor(proxy, codec=self._codec, source=source)
             self._subscriptions.append(await serve_on_bus(bus, topic, GROUP, processor))
 
     async def close(self) -> None:
-        """Stop the subscriptions (requests in flight finish), then close the pools."""
+        """Stop the subscriptions (requests in flight finish), then the pools."""
         for subscription in self._subscriptions:
             await subscription.stop()
         self._subscriptions.clear()
-        for session in self._sessions:
-            await session.close()
-        self._sessions.clear()
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
+        for pool in self.pools.values():
+            await pool.close()
+        self.pools.clear()
 
 
-def build_routing(config: Config, codec: EnvelopeCodec | None = None) -> RoutingWorker:
-    """One session per upstream that a route uses, one proxy per upstream route.
+def build_routing(
+    config: Config, codec: EnvelopeCodec | None = None, *, state_interval_s: float = 1.0
+) -> RoutingWorker:
+    """One pool per upstream that a route uses, one proxy per upstream route.
 
     Call it from a running event loop: aiohttp binds the sessions to it.
     """
     topics = Topics(config.bus.prefix)
     default_timeout_s = config.ingress.timeout_ms / 1000
     routes = [(route, route.to) for route in config.routes if isinstance(route.to, UpstreamTarget)]
-    sessions: dict[str, aiohttp.ClientSession] = {}
+    pools: dict[str, UpstreamPool] = {}
     proxies: dict[str, HttpProxy] = {}
     for route, target in routes:
-        upstream = config.upstreams[target.upstream]
-        session = sessions.get(target.upstream)
-        if session is None:
-            session = sessions[target.upstream] = open_session(upstream)
+        pool = pools.get(target.upstream)
+        if pool is None:
+            upstream = config.upstreams[target.upstream]
+            pool = pools[target.upstream] = UpstreamPool(
+                target.upstream, upstream, open_session(upstream)
+            )
         proxies[topics.request(route.name)] = HttpProxy(
-            route, upstream, session, default_timeout_s=default_timeout_s
+            route, pool, default_timeout_s=default_timeout_s
         )
-    return RoutingWorker(proxies, list(sessions.values()), codec)
+    return RoutingWorker(proxies, pools, codec, state_interval_s=state_interval_s)

@@ -65,12 +65,12 @@ def forward_request_headers(http: HttpInfo) -> list[tuple[str, str]]:
     if nominated:
         out = [(name, value) for name, value in out if name not in nominated]
 
-    client_ip = _client_ip(http.client)
-    if client_ip:
-        forwarded_for.append(client_ip)
+    address = client_ip(http.client)
+    if address:
+        forwarded_for.append(address)
         out.append(("x-forwarded-for", ", ".join(forwarded_for)))
     out.append(("x-forwarded-proto", http.scheme))
-    element = f"for={_forwarded_node(client_ip)};proto={http.scheme}"
+    element = f"for={_forwarded_node(address)};proto={http.scheme}"
     if http.host:
         out.append(("x-forwarded-host", http.host))
         element += f";host={_quoted(http.host)}"
@@ -94,7 +94,7 @@ def _tokens(value: str) -> Iterable[str]:
     return (token.strip().lower() for token in value.split(",") if token.strip())
 
 
-def _client_ip(client: str) -> str:
+def client_ip(client: str) -> str:
     """`1.2.3.4:5678` -> `1.2.3.4`; `::1:5678` or `[::1]:5678` -> `::1`."""
     if not client:
         return ""

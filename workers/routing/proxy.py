@@ -1,8 +1,12 @@
 """`HttpProxy`: the handler that forwards one route's requests to its HTTP upstream.
 
-Built once per route when the config loads; per request it only fills the URL,
-rewrites the headers and relays. Every failure becomes a problem reply:
+Built once per route when the config loads; per request it asks the circuit breaker,
+picks an instance (failover group, then balancer), fills the URL, rewrites the headers
+and relays, retrying idempotent requests within the budget. Every failure becomes a
+problem reply:
 
+    circuit breaker open                                    -> 503 upstream-circuit-open
+    no instance available (all unhealthy or ejected)        -> 503 upstream-no-healthy-instance
     timeout, or too little time left before the deadline   -> 504 upstream-timeout
     refused / reset / DNS / closed before answering         -> 502 upstream-unavailable
     malformed or truncated response                         -> 502 upstream-bad-response
@@ -16,8 +20,11 @@ import logging
 
 import aiohttp
 
-from contracts.config import HttpUpstream, Route, UpstreamTarget
+from contracts.config import Route, UpstreamTarget
+from workers.routing.failover import may_retry
 from workers.routing.headers import forward_request_headers, response_headers
+from workers.routing.health import Instance
+from workers.routing.upstream import UpstreamPool
 from workers.routing.url import UpstreamUrl
 from workers.sdk import Request, Response
 
@@ -28,47 +35,88 @@ _TOO_LATE_S = 0.002
 # aiohttp rounds timeouts above `ceil_threshold` up to a whole second of loop time;
 # the deadline is in milliseconds, so never round.
 _NO_CEIL = float("inf")
+_NO_INSTANCE_RETRY_AFTER = "1"
 
 
 class HttpProxy:
     """`await proxy(request) -> Response` for one route; never raises."""
 
-    __slots__ = ("_connect_s", "_default_s", "_max_body", "_session", "_url", "route", "upstream")
+    __slots__ = ("_attempts", "_connect_s", "_default_s", "_max_body", "_pool", "_urls", "route")
 
     def __init__(
-        self,
-        route: Route,
-        upstream: HttpUpstream,
-        session: aiohttp.ClientSession,
-        *,
-        default_timeout_s: float = 30.0,
+        self, route: Route, pool: UpstreamPool, *, default_timeout_s: float = 30.0
     ) -> None:
         target = route.to
         if not isinstance(target, UpstreamTarget):
             raise ValueError(f"route {route.name!r} does not go to an upstream")
         self.route = route.name
-        self.upstream = target.upstream
-        self._session = session
-        self._url = UpstreamUrl(upstream, target.path)
-        self._connect_s = upstream.connect_timeout_ms / 1000
-        self._max_body = upstream.max_response_bytes
+        self._pool = pool
+        self._urls = {i: UpstreamUrl(i.url, target.path) for i in pool.instances}
+        options = pool.options
+        self._connect_s = options.connect_timeout_ms / 1000
+        self._max_body = options.max_response_bytes
+        self._attempts = options.retries.attempts
         # Used only for envelopes without a deadline: the ingress always sets one.
         self._default_s = route.timeout_ms / 1000 if route.timeout_ms else default_timeout_s
 
+    @property
+    def upstream(self) -> str:
+        return self._pool.name
+
     async def __call__(self, request: Request) -> Response:
-        remaining = request.remaining()
-        timeout_s = self._default_s if remaining is None else remaining
+        pool = self._pool
+        if not pool.breaker.allow():
+            return self._circuit_open()
+        failed = True
+        try:
+            response, failed = await self._forward(request)
+            return response
+        finally:
+            pool.breaker.record(failed)
+
+    async def _forward(self, request: Request) -> tuple[Response, bool]:
+        """The reply and whether it counts as a failure of the upstream."""
+        pool = self._pool
+        http = request.http
+        pool.budget.request()
+        retryable = self._attempts > 1 and may_retry(http)
+        timeout_s = self._time_left(request)
         if timeout_s < _TOO_LATE_S:
-            return self._timeout(timeout_s)
+            return self._timeout(timeout_s), False
+        tried: list[Instance] = []
+        while True:
+            instance = pool.choose(http, tried)
+            if instance is None:
+                return self._no_instance(), True
+            tried.append(instance)
+            instance.outstanding += 1
+            try:
+                response, failed = await self._attempt(instance, request, timeout_s)
+            finally:
+                instance.outstanding -= 1
+            pool.outlier.observe(instance, failed)
+            if not failed or not retryable or len(tried) >= self._attempts:
+                return response, failed
+            timeout_s = self._time_left(request)
+            if timeout_s < _TOO_LATE_S or not pool.budget.try_retry():
+                return response, failed
+
+    def _time_left(self, request: Request) -> float:
+        remaining = request.remaining()
+        return self._default_s if remaining is None else remaining
+
+    async def _attempt(
+        self, instance: Instance, request: Request, timeout_s: float
+    ) -> tuple[Response, bool]:
         http = request.http
         try:
-            url = self._url.url(http.path, http.query, http.params)
+            url = self._urls[instance].url(http.path, http.query, http.params)
             timeout = aiohttp.ClientTimeout(
                 total=timeout_s,
                 sock_connect=min(self._connect_s, timeout_s),
                 ceil_threshold=_NO_CEIL,
             )
-            async with self._session.request(
+            async with self._pool.session.request(
                 http.method,
                 url,
                 headers=forward_request_headers(http),
@@ -76,21 +124,23 @@ class HttpProxy:
                 allow_redirects=False,
                 timeout=timeout,
             ) as reply:
-                return await self._relay(reply, http.method)
+                response = await self._relay(reply, http.method)
+                return response, reply.status >= 500
         except TimeoutError:
-            return self._timeout(timeout_s)
+            return self._timeout(timeout_s), True
         except aiohttp.ClientConnectionError as exc:
-            return self._failed(exc, "upstream-unavailable", "Upstream unavailable")
+            return self._failed(exc, "upstream-unavailable", "Upstream unavailable"), True
         except aiohttp.ClientError as exc:
-            return self._failed(exc, "upstream-bad-response", "Bad response from upstream")
+            return self._failed(exc, "upstream-bad-response", "Bad response from upstream"), True
         except Exception as exc:
             log.exception("proxying %s %s on route %s failed", http.method, http.path, self.route)
-            return Response.problem(
+            response = Response.problem(
                 500,
                 "proxy-error",
                 "The request could not be forwarded",
                 f"{type(exc).__name__} while forwarding to upstream {self.upstream!r}",
             )
+            return response, False
 
     async def _relay(self, reply: aiohttp.ClientResponse, method: str) -> Response:
         status = reply.status
@@ -135,3 +185,23 @@ class HttpProxy:
             "Upstream response too large",
             f"upstream {self.upstream!r} response is above {self._max_body} bytes: {why}",
         )
+
+    def _circuit_open(self) -> Response:
+        response = Response.problem(
+            503,
+            "upstream-circuit-open",
+            "Upstream circuit open",
+            f"upstream {self.upstream!r} is failing; requests are refused for now",
+        )
+        response.headers.append(("retry-after", str(self._pool.breaker.retry_after_s())))
+        return response
+
+    def _no_instance(self) -> Response:
+        response = Response.problem(
+            503,
+            "upstream-no-healthy-instance",
+            "No healthy upstream instance",
+            f"every instance of upstream {self.upstream!r} is unhealthy or ejected",
+        )
+        response.headers.append(("retry-after", _NO_INSTANCE_RETRY_AFTER))
+        return response

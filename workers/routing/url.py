@@ -12,18 +12,16 @@ import re
 
 from yarl import URL
 
-from contracts.config import HttpUpstream
-
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(?:str|path|int))?\}")
 
 
 class UpstreamUrl:
-    """Compiled once per route: `url(path, query, params)` per request."""
+    """Compiled once per route and instance: `url(path, query, params)` per request."""
 
     __slots__ = ("_literals", "_names", "_origin")
 
-    def __init__(self, upstream: HttpUpstream, path_template: str | None) -> None:
-        base = URL(upstream.url)
+    def __init__(self, base_url: str, path_template: str | None) -> None:
+        base = URL(base_url)
         # Scheme, authority and base path as one string: the per-request URL is a
         # single concatenation and one parse, the cheapest yarl offers.
         self._origin = str(base.with_query(None).with_fragment(None)).rstrip("/")
