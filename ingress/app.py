@@ -22,6 +22,7 @@ from contracts.bus import (
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.config import Config
 from contracts.envelope import REQUEST, Envelope, HttpInfo, new_id, now_ms
+from ingress.policies import PolicyState, RequestContext, TierResolver, Verdict
 from ingress.responses import Send, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
 
@@ -49,6 +50,7 @@ class IngressStats:
     timeouts: int = 0
     shed: int = 0
     bus_errors: int = 0
+    rejected: int = 0  # by an edge policy
 
 
 class IngressApp:
@@ -61,11 +63,20 @@ class IngressApp:
         self.stats = IngressStats()
         self.source = f"relaygate://ingress/{bus.node_id}"
         self.retry_after = str(config.ingress.retry_after_s).encode()
-        self.table = RouteTable(config)
+        self.policy_state = PolicyState(config)  # stores outlive reloads
+        self.tiers = TierResolver(config)
+        self.table = self._table(config)
+
+    def _table(self, config: Config) -> RouteTable:
+        return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
 
     def reload(self, config: Config) -> None:
-        self.table = RouteTable(config)
+        self.tiers = TierResolver(config)
+        self.table = self._table(config)
         self.retry_after = str(config.ingress.retry_after_s).encode()
+
+    async def aclose(self) -> None:
+        await self.policy_state.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -130,6 +141,25 @@ class IngressApp:
                 )
             return
         route, params = matched
+        client = scope.get("client")
+        extra: list[tuple[bytes, bytes]] | None = None
+        if route.policies:
+            verdict = await self._policies(route, method, path, headers, client)
+            if verdict.rejection is not None:
+                stats.rejected += 1
+                r = verdict.rejection
+                await send_problem(
+                    send,
+                    r.status,
+                    r.slug,
+                    r.title,
+                    r.detail,
+                    cid,
+                    instance=path,
+                    extra_headers=r.headers,
+                )
+                return
+            extra = verdict.headers
 
         limit = route.max_body_bytes
         if content_length is not None and content_length.isdigit() and int(content_length) > limit:
@@ -144,7 +174,6 @@ class IngressApp:
         if traceparent is None or not _TRACEPARENT.match(traceparent):
             traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
             tracestate = None
-        client = scope.get("client")
         now = now_ms()
         envelope = Envelope(
             id=new_id(),
@@ -253,7 +282,31 @@ class IngressApp:
                 instance=path,
             )
             return
-        await send_reply(send, http.status, http.headers, reply.data, cid, head=method == "HEAD")
+        await send_reply(
+            send, http.status, http.headers, reply.data, cid, head=method == "HEAD", extra=extra
+        )
+
+    async def _policies(
+        self,
+        route: CompiledRoute,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        client: tuple[str, int] | None,
+    ) -> Verdict:
+        """Run the route's policies in order; the first rejection ends the run. The
+        headers of every policy that ran go on the response either way."""
+        client_ip = client[0] if client else ""
+        context = RequestContext(
+            route.name, method, path, headers, client_ip, self.tiers(None, headers, client_ip)
+        )
+        merged: list[tuple[bytes, bytes]] = []
+        for policy in route.policies:
+            verdict = await policy(context)
+            if verdict.rejection is not None:
+                return verdict
+            merged.extend(verdict.headers)
+        return Verdict(merged)
 
     async def _too_large(self, send: Send, route: CompiledRoute, cid: bytes, path: str) -> None:
         self.stats.too_large += 1

@@ -34,6 +34,7 @@ async def send_reply(
     correlation_id: bytes,
     *,
     head: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     raw: list[tuple[bytes, bytes]] = [
         (name.encode("latin-1"), value.encode("latin-1"))
@@ -41,6 +42,8 @@ async def send_reply(
         if name not in _NOT_FORWARDED
     ]
     raw.append((b"x-correlation-id", correlation_id))
+    if extra:
+        raw.extend(extra)
     bodiless = status in (204, 304) or 100 <= status < 200
     if not bodiless:
         length = str(len(body))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from contracts.config import Config, Route, UpstreamTarget
+from contracts.config import Config, Policy, Route, UpstreamTarget
 from contracts.topics import Topics
+from ingress.policies import EdgePolicy
+
+BuildPolicies = Callable[[list[Policy]], tuple[EdgePolicy, ...]]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|path|int))?\}")
 _CONVERTERS = {None: "[^/]+", "str": "[^/]+", "path": ".*", "int": "[0-9]+"}
@@ -37,6 +41,7 @@ class CompiledRoute:
     timeout_s: float
     timeout_ms: int
     max_body_bytes: int
+    policies: tuple[EdgePolicy, ...]
 
     def host_matches(self, host: str) -> bool:
         if self.host is None:
@@ -47,7 +52,7 @@ class CompiledRoute:
 
 
 class RouteTable:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, build_policies: BuildPolicies | None = None) -> None:
         topics = Topics(config.bus.prefix)
         self.routes: list[CompiledRoute] = []
         for route in config.routes:
@@ -71,6 +76,9 @@ class RouteTable:
                     max_body_bytes=route.max_body_bytes
                     if route.max_body_bytes is not None
                     else config.ingress.max_body_bytes,
+                    policies=build_policies([*config.policies, *route.policies])
+                    if build_policies is not None
+                    else (),
                 )
             )
 

@@ -64,7 +64,7 @@ def reload_config(app: IngressApp, admin: FastAPI, path: str) -> bool:
             log.error("reload refused, keeping the running config: %s: %s", path, problem)
         return False
     old: Config = admin.state.config
-    for section in ("bus", "ingress", "admin"):
+    for section in ("bus", "ingress", "admin", "state"):
         if getattr(new, section) != getattr(old, section):
             log.warning("reload: %s settings changed; they apply after a restart", section)
     app.reload(new)
@@ -119,4 +119,5 @@ async def serve_ingress(
             if not data_plane.started or not admin.started:
                 task.result()
     finally:
+        await app.aclose()
         await bus.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import NatsServer, TansuBroker
+from tests.support.processes import NatsServer, RedisServer, TansuBroker
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,11 @@ def kafka_url(workdir: Path) -> Iterator[str]:
     broker = TansuBroker(workdir).start()
     yield broker.url
     broker.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, so that the test may kill and restart it."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

@@ -24,13 +24,38 @@ class Gateway:
     ingress: Started
     echo: Started | StartFailed
     routing: Started | StartFailed
+    redis: Started | None = None  # NATS only: the state store of the rate-limited route
+
+
+# A limit no run reaches: the row measures what the Redis decision costs, not 429s.
+RATE_LIMIT = {
+    "type": "rate_limit",
+    "name": "bench",
+    "key": ["client_address"],
+    "limits": [{"requests": 1_000_000_000, "window_s": 1}],
+}
 
 
 def gateway_config(
-    bus_url: str, ingress_port: int, admin_port: int, upstream_port: int
+    bus_url: str,
+    ingress_port: int,
+    admin_port: int,
+    upstream_port: int,
+    redis_url: str | None = None,
 ) -> dict[str, object]:
+    limited = []
+    if redis_url is not None:
+        limited = [
+            {
+                "name": "limited",
+                "when": {"path": "/limited/{p:path}"},
+                "to": {"type": "worker", "topic": "echo"},
+                "policies": [RATE_LIMIT],
+            }
+        ]
     return {
         "bus": {"url": bus_url},
+        "state": {"url": redis_url},
         "ingress": {"port": ingress_port},
         "admin": {"port": admin_port},
         "routes": [
@@ -44,6 +69,7 @@ def gateway_config(
                 "when": {"path": "/proxy/{p:path}"},
                 "to": {"type": "upstream", "upstream": "demo", "path": "/{p}"},
             },
+            *limited,
         ],
         "upstreams": {"demo": {"url": f"http://127.0.0.1:{upstream_port}"}},
     }
@@ -77,11 +103,31 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
     recorded in its field so that the other row still runs."""
     workdir.mkdir(parents=True, exist_ok=True)
     broker, bus_url = _start_broker(launcher, bus)
+    redis, redis_url = None, None
+    if bus == "NATS":
+        redis_port = free_port()
+        redis = launcher.start(
+            "redis-server",
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            port=redis_port,
+        )
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
     ingress_port, admin_port = free_port(), free_port()
     config = workdir / "relaygate.yaml"
     config.write_text(
         yaml.safe_dump(
-            gateway_config(bus_url, ingress_port, admin_port, upstream_port), sort_keys=False
+            gateway_config(bus_url, ingress_port, admin_port, upstream_port, redis_url),
+            sort_keys=False,
         )
     )
     ready = workdir / "ready-ingress"
@@ -107,4 +153,5 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
         ingress=ingress,
         echo=echo,
         routing=routing,
+        redis=redis,
     )

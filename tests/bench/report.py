@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.bench.profiling import Profile
 from tests.bench.results import Results, Row
 
-ROLES = ("upstream", "nginx", "ingress", "worker", "broker")
+ROLES = ("upstream", "nginx", "ingress", "worker", "broker", "redis")
 
 
 def _cell(value: float | None, width: int, digits: int = 1) -> str:

@@ -16,6 +16,7 @@ THROUGHPUT_TARGETS: tuple[tuple[str, str, float], ...] = (
 # p50 of (c) minus p50 of (a) at one connection, in ms.
 UNLOADED_P50_TARGET_MS = 0.5
 TARGET_BUS = "NATS"
+RATE_LIMIT_TARGET = 0.8  # issue 4: Redis-backed rate limiting keeps >= 0.8 x throughput
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,18 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
                     value >= target if targeted else None,
                 )
             )
-        c_row, a_row = results.row("c", bus), results.row("a", None)
+        r_row, c_row = results.row("r", bus), results.row("c", bus)
+        r64 = r_row.run_at(connections) if r_row else None
+        c64 = c_row.run_at(connections) if c_row else None
+        if r64 is not None and c64 is not None and c64.rps > 0:
+            value = r64.rps / c64.rps
+            what = f"(r)/(c) req/s at {connections} conns"
+            checks.append(
+                Check(
+                    bus, what, value, "x", f">= {RATE_LIMIT_TARGET:.2f}", value >= RATE_LIMIT_TARGET
+                )
+            )
+        a_row = results.row("a", None)
         c1 = c_row.run_at(1) if c_row else None
         a1 = a_row.run_at(1) if a_row else None
         what = "p50 (c) - p50 (a) at 1 conn"

@@ -212,6 +212,17 @@ class Bench:
             row = self.measure(native_target)
             if self.options.profile and bus == "NATS" and not row.skipped:
                 self.profile(native_target)
+            if gateway.redis is not None:
+                self.measure(
+                    Target(
+                        "r",
+                        bus,
+                        "(c) + rate limit decided in Redis",
+                        gateway.base_url + "/limited" + REQUEST_PATH,
+                        {**common, "worker": gateway.echo, "redis": gateway.redis},
+                        gateway.admin_url,
+                    )
+                )
         if isinstance(gateway.routing, StartFailed):
             say(f"  routing worker failed to start; its log ends:\n{gateway.routing.tail()}")
             self.skip("d", bus, proxy, str(gateway.routing))

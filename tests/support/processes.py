@@ -200,3 +200,38 @@ class TansuBroker(ManagedProcess):
         super().start()
         wait_for_port(self.port, proc=self.proc)
         return self
+
+
+class RedisServer(ManagedProcess):
+    """`redis-server` (Debian package) on a free port, nothing persisted."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+        super().__init__(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            workdir / f"redis-{self.port}.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        super().start()
+        wait_for_port(self.port, proc=self.proc)
+        return self

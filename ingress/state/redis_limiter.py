@@ -1,0 +1,188 @@
+"""The rate-limit decision as one Lua script in Redis: atomic, and timed by Redis's own
+clock, so any number of ingress nodes share exact counters (see limiter.py for why a
+sliding-window log)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ingress.state.limiter import Decision, QuotaLimit, WindowLimit
+
+log = logging.getLogger("relaygate.ratelimit")
+
+# One call decides a batch of requests, in order, atomically. Per decision, ARGV holds:
+# member, #limits, #quotas, then (requests, window_ms) per limit and (requests, ttl_ms)
+# per quota; its KEYS follow in the same order (sorted sets, then quota counters).
+# Returns per decision: allowed (0/1), retry_after_ms, then (used, reset_ms) per limit
+# and quota.
+_DECIDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local a, k = 1, 1
+while a <= #ARGV do
+  local member, nlimits, nquotas = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local allowed, retry, usage, windows, ttls = 1, 0, {}, {}, {}
+  for i = 1, nlimits do
+    local key, limit, window = KEYS[k + i - 1], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    windows[i] = window
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count = redis.call('ZCARD', key)
+    local reset = window
+    if count > 0 then
+      reset = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + window - now
+    end
+    if count >= limit then
+      allowed = 0
+      local nth = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+      retry = math.max(retry, tonumber(nth[2]) + window - now)
+    end
+    usage[#usage + 1] = count
+    usage[#usage + 1] = reset
+  end
+  for q = 1, nquotas do
+    local key, limit, ttl = KEYS[k + nlimits + q - 1], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    ttls[q] = ttl
+    local used = tonumber(redis.call('GET', key) or '0')
+    if used >= limit then
+      allowed = 0
+      retry = math.max(retry, ttl)
+    end
+    usage[#usage + 1] = used
+    usage[#usage + 1] = ttl
+  end
+  if allowed == 1 then
+    for i = 1, nlimits do
+      redis.call('ZADD', KEYS[k + i - 1], now, member)
+      redis.call('PEXPIRE', KEYS[k + i - 1], windows[i])
+    end
+    for q = 1, nquotas do
+      local key = KEYS[k + nlimits + q - 1]
+      if redis.call('INCR', key) == 1 then
+        redis.call('PEXPIRE', key, ttls[q] + 3600000)
+      end
+    end
+  end
+  k = k + nlimits + nquotas
+  out[#out + 1] = allowed
+  out[#out + 1] = retry
+  out[#out + 1] = usage
+end
+return out
+"""
+
+MAX_BATCH = 256
+RETRY_DOWN_S = 1.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    keys: list[str]
+    args: list[int | str]
+    future: asyncio.Future[Decision | None]
+
+
+class RedisLimiter:
+    """`await hit(...)` -> Decision, or None while Redis is unreachable (the caller then
+    applies its `on_store_error`). One warning per outage, one line when it is back.
+
+    Decisions that arrive while a call is in flight wait for it and then go together in
+    the next call: a redis-py round trip costs about 200 us of CPU here, far more than
+    the script, so sharing it is what keeps rate limiting cheap under load. The script
+    still decides each request in arrival order, atomically. (A batch mixes callers'
+    keys, so it needs one Redis, not a Redis Cluster.)"""
+
+    def __init__(self, url: str, *, timeout_ms: int, prefix: str = "rg") -> None:
+        timeout = timeout_ms / 1000
+        self.redis: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self.url = url
+        self.prefix = prefix
+        self._script: Any = self.redis.register_script(_DECIDE)
+        self._down_until = 0.0
+        self._outage = False
+        self._seq = 0
+        self._queue: list[_Pending] = []
+        self._flushing = False
+
+    @property
+    def available(self) -> bool:
+        return not self._outage
+
+    async def hit(
+        self, key: str, limits: tuple[WindowLimit, ...], quotas: tuple[QuotaLimit, ...]
+    ) -> Decision | None:
+        if time.monotonic() < self._down_until:
+            return None  # don't pay a failed round trip per request during an outage
+        tag = "{" + key.replace("{", "(").replace("}", ")") + "}"
+        keys = [f"{self.prefix}:rl:{tag}:{i}:{lim.window_ms}" for i, lim in enumerate(limits)]
+        keys += [f"{self.prefix}:q:{tag}:{q.period}" for q in quotas]
+        self._seq += 1
+        args: list[int | str] = [
+            f"{id(self):x}.{self._seq}.{time.time_ns()}",
+            len(limits),
+            len(quotas),
+        ]
+        for lim in limits:
+            args += [lim.requests, lim.window_ms]
+        for q in quotas:
+            args += [q.requests, q.ttl_ms]
+        future: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(keys, args, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                decisions = await self._decide(batch)
+                for pending, decision in zip(batch, decisions, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(decision)
+        finally:
+            self._flushing = False
+
+    async def _decide(self, batch: list[_Pending]) -> list[Decision | None]:
+        keys = [key for pending in batch for key in pending.keys]
+        args = [arg for pending in batch for arg in pending.args]
+        try:
+            raw = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + RETRY_DOWN_S
+            if not self._outage:
+                self._outage = True
+                log.warning(
+                    "redis %s unreachable (%s): rate limits use their fallback until it is back",
+                    self.url,
+                    exc,
+                )
+            return [None] * len(batch)
+        if self._outage:
+            self._outage = False
+            log.warning("redis %s is back: rate limits are shared again", self.url)
+        decisions: list[Decision | None] = []
+        for i in range(0, len(raw), 3):
+            usage = [int(v) for v in raw[i + 2]]
+            decisions.append(
+                Decision(
+                    bool(raw[i]), int(raw[i + 1]), list(zip(usage[::2], usage[1::2], strict=True))
+                )
+            )
+        return decisions
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
