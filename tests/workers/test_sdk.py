@@ -4,11 +4,11 @@ envelope rules every worker follows (deadline skip, exception -> 500)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
-from contracts.bus import Bus, create_bus
+from contracts.bus import Bus, NoResponders, create_bus
 from contracts.codec import EnvelopeCodec
 from contracts.envelope import REQUEST, Envelope, HttpInfo, new_id, now_ms
 from contracts.topics import Topics
@@ -59,23 +59,25 @@ async def requester(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-async def _wait_for_subscriber(bus: Bus, topic: str, check: Callable[[], bool]) -> None:
-    for _ in range(100):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no subscriber on {topic}")
-
-
 @pytest.mark.nats
 async def test_faststream_worker_answers_over_nats(nats_server: NatsServer, requester: Bus) -> None:
     app = _orders_worker().faststream_app(nats_server.url)
     await app.start()
     try:
-        cid, data = _request(requester, "/orders/7")
-        reply = codec.decode(
-            (await requester.request("rg.req.orders", data, correlation_id=cid, timeout=5)).data
-        )
+        # start() returns once SUB is sent, not once the server has it: until then a
+        # request meets "no responders". Wait for the subscription, with a bound.
+        for _ in range(50):
+            cid, data = _request(requester, "/orders/7")
+            try:
+                answer = await requester.request(
+                    "rg.req.orders", data, correlation_id=cid, timeout=5
+                )
+                break
+            except NoResponders:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the FastStream worker never subscribed")
+        reply = codec.decode(answer.data)
         assert reply.correlationid == cid
         assert reply.http is not None
         assert reply.http.status == 201

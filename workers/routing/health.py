@@ -6,7 +6,6 @@ passes and failures in a row move it in and out of rotation)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from contracts.config import HealthCheck, OutlierDetection, redact_url
+from workers.routing.background import BackgroundLoop
 from workers.routing.window import Clock
 
 log = logging.getLogger("relaygate.routing.health")
@@ -79,7 +79,7 @@ class OutlierDetector:
             )
 
 
-class HealthChecker:
+class HealthChecker(BackgroundLoop):
     """Active health: one task per upstream probing all its instances each interval."""
 
     def __init__(
@@ -94,18 +94,6 @@ class HealthChecker:
         self._options = options
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=options.timeout_ms / 1000)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         interval = self._options.interval_ms / 1000

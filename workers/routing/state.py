@@ -5,7 +5,6 @@ where every ingress node's admin API (`GET /upstreams`) picks it up."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -13,6 +12,7 @@ import orjson
 
 from contracts.bus import Bus, BusError
 from contracts.envelope import now_ms
+from workers.routing.background import BackgroundLoop
 from workers.routing.upstream import UpstreamPool
 
 log = logging.getLogger("relaygate.routing")
@@ -20,7 +20,7 @@ log = logging.getLogger("relaygate.routing")
 STATE_EVENT = "routing.state"
 
 
-class StatePublisher:
+class StatePublisher(BackgroundLoop):
     def __init__(
         self, bus: Bus, pools: Mapping[str, UpstreamPool], interval_s: float = 1.0
     ) -> None:
@@ -28,18 +28,6 @@ class StatePublisher:
         self._pools = pools
         self._interval_s = interval_s
         self._topic = bus.topics.event(STATE_EVENT)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def message(self) -> bytes:
         return orjson.dumps(
