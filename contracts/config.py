@@ -94,6 +94,9 @@ class IngressConfig(_Model):
     timeout_ms: int = Field(30_000, ge=1, description="Default deadline of a request.")
     max_body_bytes: int = Field(4 * MiB, ge=0, description="Default request body limit.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After on 503 backpressure.")
+    cache_max_bytes: int = Field(
+        64 * MiB, ge=0, description="Memory bound of the in-memory response cache (LRU)."
+    )
 
 
 class AdminConfig(_Model):
@@ -245,6 +248,19 @@ class StateConfig(_Model):
         return url
 
 
+class CacheOptions(_Model):
+    """Response caching at the ingress (a subset of RFC 9111; see the README)."""
+
+    ttl_s: float = Field(
+        60.0, ge=0, le=86_400 * 30, description="Freshness when the upstream gives none."
+    )
+    max_entry_bytes: int = Field(MiB, ge=0, description="Larger bodies are not stored.")
+    vary_on_principal: bool = Field(
+        True,
+        description="Key requests with Authorization by its hash; false: such requests bypass.",
+    )
+
+
 class Route(_Model):
     name: str = Field(pattern=_ROUTE_NAME)
     when: When
@@ -254,6 +270,7 @@ class Route(_Model):
     )
     timeout_ms: int | None = Field(None, ge=1, description="Unset: ingress.timeout_ms.")
     max_body_bytes: int | None = Field(None, ge=0, description="Unset: ingress.max_body_bytes.")
+    cache: CacheOptions | None = Field(None, description="Unset: responses are not cached.")
 
 
 def _http_base_url(url: str) -> str:

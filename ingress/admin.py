@@ -1,5 +1,5 @@
 """The admin API (FastAPI, its own port): health, readiness, the running config, stats,
-and the routing workers' upstream state."""
+the routing workers' upstream state, and response-cache purges."""
 
 from __future__ import annotations
 
@@ -69,5 +69,9 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
     @admin.get("/upstreams", summary="Upstream state (breakers, instance health) per worker")
     async def upstreams() -> dict[str, Any]:
         return {"workers": states.current()}
+
+    @admin.delete("/cache", summary="Purge cached responses: all, of a route, or of a path")
+    async def purge_cache(route: str | None = None, path: str | None = None) -> dict[str, int]:
+        return {"purged": await app.cache.purge(route, path)}
 
     return admin

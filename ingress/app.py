@@ -5,10 +5,8 @@ bus, answer with the worker's reply matched by correlation id."""
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.bus import (
@@ -22,7 +20,9 @@ from contracts.bus import (
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.config import Config
 from contracts.envelope import REQUEST, Envelope, HttpInfo, new_id, now_ms
-from ingress.policies import PolicyState, RequestContext, TierResolver, Verdict
+from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
+from ingress.policies import PolicyState, RequestContext, TierResolver
+from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Send, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
 
@@ -30,10 +30,6 @@ log = logging.getLogger("relaygate.ingress")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
-# No dots: the id becomes one token of a NATS subject.
-_CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
 class _BodyTooLarge(Exception):
@@ -51,6 +47,7 @@ class IngressStats:
     shed: int = 0
     bus_errors: int = 0
     rejected: int = 0  # by an edge policy
+    cache_hits: int = 0  # answered from the response cache, fresh or stale
 
 
 class IngressApp:
@@ -66,6 +63,12 @@ class IngressApp:
         self.policy_state = PolicyState(config)  # stores outlive reloads
         self.tiers = TierResolver(config)
         self.table = self._table(config)
+        shared = self.policy_state.shared  # the cache outlives reloads too
+        self.cache = ResponseCache(
+            RedisCacheStore(shared.redis, config.bus.prefix)
+            if shared is not None
+            else MemoryCacheStore(config.ingress.cache_max_bytes)
+        )
 
     def _table(self, config: Config) -> RouteTable:
         return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
@@ -88,237 +91,273 @@ class IngressApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stats = self.stats
-        stats.requests += 1
-        headers: list[tuple[str, str]] = [
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-        ]
-        host = correlation = traceparent = tracestate = content_length = None
-        for name, value in headers:
-            if name == "host":
-                host = value
-            elif name == "x-correlation-id":
-                correlation = value
-            elif name == "traceparent":
-                traceparent = value
-            elif name == "tracestate":
-                tracestate = value
-            elif name == "content-length":
-                content_length = value
-        pending = self.bus.pending
-        if correlation is None or not _CORRELATION_ID.match(correlation) or correlation in pending:
-            correlation = new_id()
-        cid = correlation.encode()
-        method: str = scope["method"]
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
-        hostname = (host or "").rsplit(":", 1)[0].lower() if host else ""
-
-        matched = self.table.match(method, hostname, path, headers)
-        if not isinstance(matched, tuple):
-            stats.no_route += 1
-            if matched:
-                allow = ", ".join(sorted(matched)).encode()
-                await send_problem(
-                    send,
-                    405,
-                    "method-not-allowed",
-                    "Method not allowed",
-                    f"{method} is not allowed on {path}",
-                    cid,
-                    instance=path,
-                    extra_headers=[(b"allow", allow)],
-                )
-            else:
-                await send_problem(
-                    send,
-                    404,
-                    "no-route",
-                    "No route",
-                    f"no route matches {method} {path}",
-                    cid,
-                    instance=path,
-                )
-            return
-        route, params = matched
-        client = scope.get("client")
-        extra: list[tuple[bytes, bytes]] | None = None
-        if route.policies:
-            verdict = await self._policies(route, method, path, headers, client)
-            if verdict.rejection is not None:
-                stats.rejected += 1
-                r = verdict.rejection
-                await send_problem(
-                    send,
-                    r.status,
-                    r.slug,
-                    r.title,
-                    r.detail,
-                    cid,
-                    instance=path,
-                    extra_headers=r.headers,
-                )
-                return
-            extra = verdict.headers
-
-        limit = route.max_body_bytes
-        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-            await self._too_large(send, route, cid, path)
-            return
+        self.stats.requests += 1
+        head = read_head(scope, self.bus.pending)
         try:
-            body = await _read_body(receive, limit)
-        except _BodyTooLarge:
-            await self._too_large(send, route, cid, path)
-            return
+            await self._serve(head, receive, send)
+        except Refused as problem:
+            await send_problem(
+                send,
+                problem.status,
+                problem.slug,
+                problem.title,
+                problem.detail,
+                head.cid,
+                instance=head.path,
+                extra_headers=problem.headers,
+            )
 
-        if traceparent is None or not _TRACEPARENT.match(traceparent):
-            traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
-            tracestate = None
+    async def _serve(self, head: RequestHead, receive: Receive, send: Send) -> None:
+        """Route, run the edge policies, read the body, answer from the cache or over
+        the bus. Each step raises `Refused` to answer with a problem instead."""
+        route, params = self._route(head)
+        extra = await self._policies(route, head) if route.policies else []
+        body = await self._body(route, head, receive)
+        envelope = self._envelope(route, params, head, body)
+        options = route.route.cache
+        cache_key: CacheKey | None = None
+        request: dict[str, str] = {}
+        if options is not None and head.method in ("GET", "HEAD"):
+            request = _header_map(head.headers)
+            cache_key = self.cache.key(route.name, options, head.path, head.query, request)
+            if cache_key is not None:
+                cached = await self.cache.lookup(cache_key, request)
+                if cached is not None:
+                    if cached.state == "stale":
+                        key = cache_key
+                        self.cache.refresh_once(
+                            cached.key, lambda: self._refresh(route, envelope, key, request)
+                        )
+                    await self._send_cached(send, cached, request, head, extra)
+                    return
+                extra.append((b"x-cache", b"miss"))
+        reply = await self._request(route, envelope)
+        http = reply.http
+        assert http is not None  # _request refuses replies without one
+        if cache_key is not None and options is not None and head.method == "GET":
+            await self.cache.store(
+                cache_key, options, request, http.status, http.headers, reply.data
+            )
+        await send_reply(
+            send,
+            http.status,
+            http.headers,
+            reply.data,
+            head.cid,
+            head=head.method == "HEAD",
+            extra=extra,
+        )
+
+    def _route(self, head: RequestHead) -> tuple[CompiledRoute, dict[str, str]]:
+        matched = self.table.match(head.method, head.hostname, head.path, head.headers)
+        if isinstance(matched, tuple):
+            return matched
+        self.stats.no_route += 1
+        if matched:
+            raise Refused(
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                f"{head.method} is not allowed on {head.path}",
+                [(b"allow", ", ".join(sorted(matched)).encode())],
+            )
+        raise Refused(404, "no-route", "No route", f"no route matches {head.method} {head.path}")
+
+    async def _policies(self, route: CompiledRoute, head: RequestHead) -> list[tuple[bytes, bytes]]:
+        """Run the route's policies in order; the first rejection ends the run. The
+        headers of every policy that ran go on the response either way."""
+        client_ip = head.client_ip
+        context = RequestContext(
+            route.name,
+            head.method,
+            head.path,
+            head.headers,
+            client_ip,
+            self.tiers(None, head.headers, client_ip),
+        )
+        merged: list[tuple[bytes, bytes]] = []
+        for policy in route.policies:
+            verdict = await policy(context)
+            if verdict.rejection is not None:
+                self.stats.rejected += 1
+                r = verdict.rejection
+                raise Refused(r.status, r.slug, r.title, r.detail, r.headers)
+            merged.extend(verdict.headers)
+        return merged
+
+    async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:
+        limit = route.max_body_bytes
+        declared = head.content_length
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _BodyTooLarge
+            return await _read_body(receive, limit)
+        except _BodyTooLarge:
+            self.stats.too_large += 1
+            raise Refused(
+                413,
+                "body-too-large",
+                "Request body too large",
+                f"route {route.name} accepts at most {limit} bytes",
+            ) from None
+
+    def _envelope(
+        self, route: CompiledRoute, params: dict[str, str], head: RequestHead, body: bytes
+    ) -> Envelope:
         now = now_ms()
-        envelope = Envelope(
+        client = head.client
+        return Envelope(
             id=new_id(),
             source=self.source,
             type=REQUEST,
             time=now,
             subject=route.name,
             data=body,
-            correlationid=correlation,
-            replyto=self.bus.reply_address(correlation),
+            correlationid=head.correlation,
+            replyto=self.bus.reply_address(head.correlation),
             deadline=now + route.timeout_ms,
-            traceparent=traceparent,
-            tracestate=tracestate,
+            traceparent=head.traceparent,
+            tracestate=head.tracestate,
             http=HttpInfo(
-                method=method,
-                scheme=scope.get("scheme", "http"),
-                host=host or "",
-                path=path,
-                query=scope["query_string"].decode("latin-1"),
-                headers=headers,
+                method=head.method,
+                scheme=head.scheme,
+                host=head.host,
+                path=head.path,
+                query=head.query,
+                headers=head.headers,
                 client=f"{client[0]}:{client[1]}" if client else "",
                 params=params,
             ),
         )
+
+    async def _request(self, route: CompiledRoute, envelope: Envelope) -> Envelope:
+        """The worker's reply, or `Refused` with the problem the bus failure maps to."""
+        stats = self.stats
         try:
             message = await self.bus.request(
                 route.topic,
                 self.codec.encode(envelope),
-                correlation_id=correlation,
+                correlation_id=envelope.correlationid,
                 timeout=route.timeout_s,
             )
             reply = self.codec.decode(message.data)
         except NoResponders:
             stats.no_responders += 1
-            await send_problem(
-                send,
-                503,
-                "no-worker",
-                "No worker available",
-                f"no worker listens on {route.topic}",
-                cid,
-                instance=path,
-            )
-            return
+            raise Refused(
+                503, "no-worker", "No worker available", f"no worker listens on {route.topic}"
+            ) from None
         except RequestTimeout:
             stats.timeouts += 1
-            await send_problem(
-                send,
+            raise Refused(
                 504,
                 "deadline-exceeded",
                 "Deadline exceeded",
                 f"no reply from {route.topic} within {route.timeout_ms} ms",
-                cid,
-                instance=path,
-            )
-            return
+            ) from None
         except Backpressure:
             stats.shed += 1
-            await send_problem(
-                send,
+            raise Refused(
                 503,
                 "overloaded",
                 "Too many requests in flight",
                 "the gateway is at its pending-reply limit; retry shortly",
-                cid,
-                instance=path,
-                extra_headers=[(b"retry-after", self.retry_after)],
-            )
-            return
+                [(b"retry-after", self.retry_after)],
+            ) from None
         except PayloadTooLarge as exc:
             stats.too_large += 1
-            await send_problem(
-                send,
+            raise Refused(
                 413,
                 "body-too-large",
                 "Request body too large",
                 f"the message is above the bus limit: {exc}",
-                cid,
-                instance=path,
-            )
-            return
+            ) from None
         except (NotConnected, CodecError) as exc:
             stats.bus_errors += 1
             log.warning("bus failure on %s: %s", route.name, exc)
-            await send_problem(
-                send,
+            raise Refused(
                 503,
                 "bus-unavailable",
                 "Message bus unavailable",
                 str(exc),
-                cid,
-                instance=path,
-                extra_headers=[(b"retry-after", self.retry_after)],
-            )
-            return
+                [(b"retry-after", self.retry_after)],
+            ) from None
         stats.replies += 1
-        http = reply.http
-        if http is None or not 100 <= http.status <= 599:
-            await send_problem(
-                send,
+        if reply.http is None or not 100 <= reply.http.status <= 599:
+            raise Refused(
                 502,
                 "bad-reply",
                 "Bad reply from worker",
                 f"the worker on {route.topic} sent no HTTP status",
-                cid,
-                instance=path,
             )
-            return
-        await send_reply(
-            send, http.status, http.headers, reply.data, cid, head=method == "HEAD", extra=extra
-        )
+        return reply
 
-    async def _policies(
+    async def _send_cached(
         self,
-        route: CompiledRoute,
-        method: str,
-        path: str,
-        headers: list[tuple[str, str]],
-        client: tuple[str, int] | None,
-    ) -> Verdict:
-        """Run the route's policies in order; the first rejection ends the run. The
-        headers of every policy that ran go on the response either way."""
-        client_ip = client[0] if client else ""
-        context = RequestContext(
-            route.name, method, path, headers, client_ip, self.tiers(None, headers, client_ip)
-        )
-        merged: list[tuple[bytes, bytes]] = []
-        for policy in route.policies:
-            verdict = await policy(context)
-            if verdict.rejection is not None:
-                return verdict
-            merged.extend(verdict.headers)
-        return Verdict(merged)
+        send: Send,
+        cached: Cached,
+        request: dict[str, str],
+        head: RequestHead,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.stats.cache_hits += 1
+        headers = [(b"age", str(cached.age_s).encode()), (b"x-cache", cached.state.encode())]
+        headers.extend(extra)
+        if cached.not_modified(request):
+            await send_reply(send, 304, cached.validators(), b"", head.cid, extra=headers)
+        else:
+            await send_reply(
+                send,
+                cached.status,
+                cached.headers,
+                cached.body,
+                head.cid,
+                head=head.method == "HEAD",
+                extra=headers,
+            )
 
-    async def _too_large(self, send: Send, route: CompiledRoute, cid: bytes, path: str) -> None:
-        self.stats.too_large += 1
-        await send_problem(
-            send,
-            413,
-            "body-too-large",
-            "Request body too large",
-            f"route {route.name} accepts at most {route.max_body_bytes} bytes",
-            cid,
-            instance=path,
+    async def _refresh(
+        self, route: CompiledRoute, envelope: Envelope, key: CacheKey, request: dict[str, str]
+    ) -> None:
+        """stale-while-revalidate: the same request as a plain GET, its reply stored."""
+        options = route.route.cache
+        assert envelope.http is not None
+        assert options is not None
+        correlation = new_id()
+        http = replace(
+            envelope.http,
+            method="GET",
+            headers=[(n, v) for n, v in envelope.http.headers if n not in _CONDITIONAL],
         )
+        fresh = replace(
+            envelope,
+            id=new_id(),
+            correlationid=correlation,
+            replyto=self.bus.reply_address(correlation),
+            deadline=now_ms() + route.timeout_ms,
+            http=http,
+        )
+        message = await self.bus.request(
+            route.topic,
+            self.codec.encode(fresh),
+            correlation_id=correlation,
+            timeout=route.timeout_s,
+        )
+        reply = self.codec.decode(message.data)
+        if reply.http is not None:
+            await self.cache.store(
+                key, options, request, reply.http.status, reply.http.headers, reply.data
+            )
+
+
+_CONDITIONAL = frozenset({"if-none-match", "if-modified-since"})
+
+
+def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Request headers by name; repeated fields joined as RFC 9110 §5.3 allows."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -1,5 +1,6 @@
 """The relaygate side of the benchmark for one bus: its broker, an ingress node,
-the echo worker (row c) and the routing worker (row d), from a config written here."""
+the echo worker (row c) and the routing worker (row d; row h: the same route with the
+response cache on, every request after the first a hit), from a config written here."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def gateway_config(
                 "name": "proxy",
                 "when": {"path": "/proxy/{p:path}"},
                 "to": {"type": "upstream", "upstream": "demo", "path": "/{p}"},
+            },
+            {
+                "name": "cached",
+                "when": {"path": "/cached/{p:path}"},
+                "to": {"type": "upstream", "upstream": "demo", "path": "/{p}"},
+                "cache": {"ttl_s": 3600},  # the upstream sends no Cache-Control
             },
             *limited,
         ],

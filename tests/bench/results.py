@@ -17,6 +17,7 @@ THROUGHPUT_TARGETS: tuple[tuple[str, str, float], ...] = (
 UNLOADED_P50_TARGET_MS = 0.5
 TARGET_BUS = "NATS"
 RATE_LIMIT_TARGET = 0.8  # issue 4: Redis-backed rate limiting keeps >= 0.8 x throughput
+CACHE_HIT_TARGET = 1.5  # issue 4: a cache hit >= 1.5 x the same route uncached
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,17 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
             checks.append(
                 Check(
                     bus, what, value, "x", f">= {RATE_LIMIT_TARGET:.2f}", value >= RATE_LIMIT_TARGET
+                )
+            )
+        h_row, d_row = results.row("h", bus), results.row("d", bus)
+        h64 = h_row.run_at(connections) if h_row else None
+        d64 = d_row.run_at(connections) if d_row else None
+        if h64 is not None and d64 is not None and d64.rps > 0:
+            value = h64.rps / d64.rps
+            what = f"(h)/(d) req/s at {connections} conns"
+            checks.append(
+                Check(
+                    bus, what, value, "x", f">= {CACHE_HIT_TARGET:.2f}", value >= CACHE_HIT_TARGET
                 )
             )
         a_row = results.row("a", None)

@@ -236,6 +236,17 @@ class Bench:
                 gateway.admin_url,
             )
             self.measure(proxy_target)
+            self.measure(
+                Target(
+                    "h",
+                    bus,
+                    "(d) with the response cache on: hits"
+                    + (" from Redis" if gateway.redis is not None else " from memory"),
+                    gateway.base_url + "/cached" + REQUEST_PATH,
+                    {**common, "redis": gateway.redis} if gateway.redis is not None else common,
+                    gateway.admin_url,
+                )
+            )
 
 
 def run_bench(options: BenchOptions, tools: Tools, logs: Path) -> int:
