@@ -326,7 +326,7 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
         "relaygate up: ready",
         f"  ingress  {ingress}",
         f"  admin    http://{config.admin.host}:{config.admin.port}"
-        "  (/healthz /readyz /config /stats)",
+        "  (/healthz /readyz /config /stats /upstreams /docs)",
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]
