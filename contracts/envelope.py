@@ -16,6 +16,14 @@ def new_id() -> str:
     return os.urandom(12).hex()
 
 
+def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of `name` in (lower-case name, value) pairs."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -49,10 +57,7 @@ class HttpInfo:
 
     def header(self, name: str) -> str | None:
         """First value of a header (names are stored lower-case)."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
 
 @dataclass(slots=True)

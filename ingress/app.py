@@ -180,8 +180,7 @@ class IngressApp:
             verdict = await policy(context)
             if verdict.rejection is not None:
                 self.stats.rejected += 1
-                r = verdict.rejection
-                raise Refused(r.status, r.slug, r.title, r.detail, r.headers)
+                raise verdict.rejection
             merged.extend(verdict.headers)
         return merged
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from contracts.config import Config, Policy
-from ingress.policies.base import EdgePolicy, Rejection, RequestContext, TierResolver, Verdict
+from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
 from ingress.state.redis_limiter import RedisLimiter
 
-__all__ = ["EdgePolicy", "PolicyState", "Rejection", "RequestContext", "TierResolver", "Verdict"]
+__all__ = ["EdgePolicy", "PolicyState", "RequestContext", "TierResolver", "Verdict"]
 
 
 class PolicyState:

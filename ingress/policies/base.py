@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from contracts.config import Config
-from contracts.envelope import Principal
+from contracts.envelope import Principal, first_header
+from ingress.request import Refused
 
 
 @dataclass(slots=True)
@@ -24,19 +25,7 @@ class RequestContext:
     principal: Principal | None = None
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-
-@dataclass(slots=True)
-class Rejection:
-    status: int
-    slug: str
-    title: str
-    detail: str
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+        return first_header(self.headers, name)
 
 
 @dataclass(slots=True)
@@ -44,7 +33,7 @@ class Verdict:
     """`rejection` set: answer it. Either way, `headers` go on the response."""
 
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    rejection: Rejection | None = None
+    rejection: Refused | None = None
 
 
 EdgePolicy = Callable[[RequestContext], Awaitable[Verdict]]

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 
 from contracts.config import Config, Limit, RateLimitPolicy, Tier
-from ingress.policies.base import Rejection, RequestContext, Verdict
+from ingress.policies.base import RequestContext, Verdict
+from ingress.request import Refused
 from ingress.state.limiter import (
     Decision,
     MemoryLimiter,
@@ -72,7 +73,7 @@ class RateLimit:
             decision = await self.shared.hit(key, limits, quotas)
             if decision is None and self.closed:
                 return Verdict(
-                    rejection=Rejection(
+                    rejection=Refused(
                         503,
                         "rate-limit-unavailable",
                         "Rate limiting unavailable",
@@ -89,7 +90,7 @@ class RateLimit:
         headers.append((b"retry-after", str(seconds).encode()))
         return Verdict(
             headers,
-            Rejection(
+            Refused(
                 429,
                 "rate-limited",
                 "Too many requests",
