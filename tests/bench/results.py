@@ -18,6 +18,12 @@ UNLOADED_P50_TARGET_MS = 0.5
 TARGET_BUS = "NATS"
 RATE_LIMIT_TARGET = 0.8  # issue 4: Redis-backed rate limiting keeps >= 0.8 x throughput
 CACHE_HIT_TARGET = 1.5  # issue 4: a cache hit >= 1.5 x the same route uncached
+# Rows compared with another row on the same bus: (r) rate limit on vs (c), (h) cache
+# hit vs (d) the same route uncached.
+SAME_BUS_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("r", "c", RATE_LIMIT_TARGET),
+    ("h", "d", CACHE_HIT_TARGET),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,29 +118,15 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
                     value >= target if targeted else None,
                 )
             )
-        r_row, c_row = results.row("r", bus), results.row("c", bus)
-        r64 = r_row.run_at(connections) if r_row else None
-        c64 = c_row.run_at(connections) if c_row else None
-        if r64 is not None and c64 is not None and c64.rps > 0:
-            value = r64.rps / c64.rps
-            what = f"(r)/(c) req/s at {connections} conns"
-            checks.append(
-                Check(
-                    bus, what, value, "x", f">= {RATE_LIMIT_TARGET:.2f}", value >= RATE_LIMIT_TARGET
-                )
-            )
-        h_row, d_row = results.row("h", bus), results.row("d", bus)
-        h64 = h_row.run_at(connections) if h_row else None
-        d64 = d_row.run_at(connections) if d_row else None
-        if h64 is not None and d64 is not None and d64.rps > 0:
-            value = h64.rps / d64.rps
-            what = f"(h)/(d) req/s at {connections} conns"
-            checks.append(
-                Check(
-                    bus, what, value, "x", f">= {CACHE_HIT_TARGET:.2f}", value >= CACHE_HIT_TARGET
-                )
-            )
-        a_row = results.row("a", None)
+        for top, bottom, target in SAME_BUS_TARGETS:
+            top_row, bottom_row = results.row(top, bus), results.row(bottom, bus)
+            num = top_row.run_at(connections) if top_row else None
+            den = bottom_row.run_at(connections) if bottom_row else None
+            if num is not None and den is not None and den.rps > 0:
+                value = num.rps / den.rps
+                what = f"({top})/({bottom}) req/s at {connections} conns"
+                checks.append(Check(bus, what, value, "x", f">= {target:.2f}", value >= target))
+        c_row, a_row = results.row("c", bus), results.row("a", None)
         c1 = c_row.run_at(1) if c_row else None
         a1 = a_row.run_at(1) if a_row else None
         what = "p50 (c) - p50 (a) at 1 conn"
