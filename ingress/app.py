@@ -19,7 +19,7 @@ from contracts.bus import (
 )
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.config import Config
-from contracts.envelope import REQUEST, Envelope, HttpInfo, new_id, now_ms
+from contracts.envelope import REQUEST, Envelope, HttpInfo, Principal, new_id, now_ms
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
 from ingress.policies import PolicyState, RequestContext, TierResolver
 from ingress.request import Refused, RequestHead, read_head
@@ -30,6 +30,9 @@ log = logging.getLogger("relaygate.ingress")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+# A resource the gateway serves itself on the data plane (OAuth endpoints, JWKS, …):
+# exact path -> plain ASGI handler, answered before routing and without a bus hop.
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class _BodyTooLarge(Exception):
@@ -63,6 +66,7 @@ class IngressApp:
         self.policy_state = PolicyState(config)  # stores outlive reloads
         self.tiers = TierResolver(config)
         self.table = self._table(config)
+        self.endpoints: dict[str, Endpoint] = {}
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
             RedisCacheStore(shared.redis, config.bus.prefix)
@@ -92,6 +96,11 @@ class IngressApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.stats.requests += 1
+        if self.endpoints:
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
         head = read_head(scope, self.bus.pending)
         try:
             await self._serve(head, receive, send)
@@ -111,9 +120,12 @@ class IngressApp:
         """Route, run the edge policies, read the body, answer from the cache or over
         the bus. Each step raises `Refused` to answer with a problem instead."""
         route, params = self._route(head)
-        extra = await self._policies(route, head) if route.policies else []
+        principal: Principal | None = None
+        extra: list[tuple[bytes, bytes]] = []
+        if route.policies:
+            extra, principal = await self._policies(route, head)
         body = await self._body(route, head, receive)
-        envelope = self._envelope(route, params, head, body)
+        envelope = self._envelope(route, params, head, body, principal)
         options = route.route.cache
         cache_key: CacheKey | None = None
         request: dict[str, str] = {}
@@ -163,9 +175,12 @@ class IngressApp:
             )
         raise Refused(404, "no-route", "No route", f"no route matches {head.method} {head.path}")
 
-    async def _policies(self, route: CompiledRoute, head: RequestHead) -> list[tuple[bytes, bytes]]:
+    async def _policies(
+        self, route: CompiledRoute, head: RequestHead
+    ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
         """Run the route's policies in order; the first rejection ends the run. The
-        headers of every policy that ran go on the response either way."""
+        headers of every policy that ran go on the response either way. Returns them
+        with the principal an authentication policy established, if any."""
         client_ip = head.client_ip
         context = RequestContext(
             route.name,
@@ -182,7 +197,7 @@ class IngressApp:
                 self.stats.rejected += 1
                 raise verdict.rejection
             merged.extend(verdict.headers)
-        return merged
+        return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:
         limit = route.max_body_bytes
@@ -201,7 +216,12 @@ class IngressApp:
             ) from None
 
     def _envelope(
-        self, route: CompiledRoute, params: dict[str, str], head: RequestHead, body: bytes
+        self,
+        route: CompiledRoute,
+        params: dict[str, str],
+        head: RequestHead,
+        body: bytes,
+        principal: Principal | None = None,
     ) -> Envelope:
         now = now_ms()
         client = head.client
@@ -217,6 +237,7 @@ class IngressApp:
             deadline=now + route.timeout_ms,
             traceparent=head.traceparent,
             tracestate=head.tracestate,
+            principal=principal,
             http=HttpInfo(
                 method=head.method,
                 scheme=head.scheme,

@@ -27,6 +27,15 @@ class RequestContext:
     def header(self, name: str) -> str | None:
         return first_header(self.headers, name)
 
+    def authenticate(self, principal: Principal) -> None:
+        """An authentication policy's result: it goes into the envelope, and its tier
+        (when it names one) replaces the tier guessed from headers or the address."""
+        if principal.tier:
+            self.tier = principal.tier
+        else:
+            principal.tier = self.tier
+        self.principal = principal
+
 
 @dataclass(slots=True)
 class Verdict:
