@@ -131,7 +131,9 @@ class IngressApp:
         request: dict[str, str] = {}
         if options is not None and head.method in ("GET", "HEAD"):
             request = _header_map(head.headers)
-            cache_key = self.cache.key(route.name, options, head.path, head.query, request)
+            cache_key = self.cache.key(
+                route.name, options, head.path, head.query, request, principal
+            )
             if cache_key is not None:
                 cached = await self.cache.lookup(cache_key, request)
                 if cached is not None:

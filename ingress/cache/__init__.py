@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from contracts.config import CacheOptions
+from contracts.envelope import Principal
 from ingress.cache.freshness import cache_control, freshness, not_modified
 from ingress.cache.store import SEP, CacheStore, MemoryCacheStore, RedisCacheStore
 
@@ -60,15 +61,29 @@ class ResponseCache:
 
     @staticmethod
     def key(
-        route: str, options: CacheOptions, path: str, query: str, request: dict[str, str]
+        route: str,
+        options: CacheOptions,
+        path: str,
+        query: str,
+        request: dict[str, str],
+        principal: Principal | None = None,
     ) -> CacheKey | None:
-        """None: this request bypasses the cache (neither read nor stored)."""
+        """None: this request bypasses the cache (neither read nor stored).
+
+        An authenticated caller (a principal from the edge policies, whatever carried
+        its credentials: a bearer token, an API key header, a client certificate) gets
+        entries of its own; so does an unauthenticated request with credentials."""
         cc = cache_control(request.get("cache-control"))
         if "no-store" in cc:
             return None
         authorization, cookie = request.get("authorization"), request.get("cookie")
         caller = "-"
-        if authorization is not None or cookie is not None:
+        if principal is not None:
+            if not options.vary_on_principal:
+                return None
+            identity = f"{principal.authmethod}\0{principal.tenant or ''}\0{principal.subject}"
+            caller = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        elif authorization is not None or cookie is not None:
             if not options.vary_on_principal:
                 return None
             credentials = f"{authorization or ''}\0{cookie or ''}".encode("latin-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts.config import CacheOptions
+from contracts.envelope import Principal
 from ingress.cache import ResponseCache
 from ingress.cache.freshness import Freshness, cache_control, freshness, not_modified
 
@@ -81,3 +82,32 @@ def test_callers_with_different_credentials_get_different_keys() -> None:
     shared_only = CacheOptions(vary_on_principal=False)
     assert ResponseCache.key("r", shared_only, "/p", "", {"authorization": "x"}) is None
     assert ResponseCache.key("r", options, "/p", "", {"cache-control": "no-store"}) is None
+
+
+def test_authenticated_callers_are_keyed_by_principal_whatever_carried_the_credential() -> None:
+    # An API key in its own header is invisible to the Authorization/Cookie rule: the
+    # principal the edge established is what keeps two callers apart.
+    options = CacheOptions()
+    request = {"x-api-key": "ignored-by-the-key"}
+    alice = ResponseCache.key(
+        "r", options, "/p", "", request, Principal("alice", authmethod="api_key")
+    )
+    alice_again = ResponseCache.key(
+        "r", options, "/p", "", {}, Principal("alice", authmethod="api_key")
+    )
+    bob = ResponseCache.key("r", options, "/p", "", request, Principal("bob", authmethod="api_key"))
+    other_tenant = ResponseCache.key(
+        "r", options, "/p", "", request, Principal("alice", tenant="t2", authmethod="api_key")
+    )
+    anonymous = ResponseCache.key("r", options, "/p", "", request)
+    assert alice is not None
+    assert alice_again is not None
+    assert bob is not None
+    assert other_tenant is not None
+    assert anonymous is not None
+    assert alice.base == alice_again.base
+    assert len({alice.base, bob.base, other_tenant.base, anonymous.base}) == 4
+    assert alice.per_caller
+    assert not anonymous.per_caller
+    shared_only = CacheOptions(vary_on_principal=False)
+    assert ResponseCache.key("r", shared_only, "/p", "", {}, Principal("alice")) is None
