@@ -60,7 +60,7 @@ class RoutingWorker:
         """Start the health checks and the state updates, then subscribe every route
         topic in the shared group so that replicas split the load."""
         for pool in self.pools.values():
-            pool.start()
+            pool.start(bus)
         self._publisher = StatePublisher(bus, self.pools, self._state_interval_s)
         self._publisher.start()
         source = f"relaygate://worker/{bus.node_id}"
