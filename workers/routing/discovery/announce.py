@@ -37,6 +37,8 @@ from workers.routing.discovery.bus import (
 
 log = logging.getLogger("relaygate.announce")
 
+_FIRST_CONNECT_TRIES = 3
+
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 
 
@@ -101,13 +103,20 @@ async def _announce_nats(
     group: int,
     weight: int,
 ) -> AsyncIterator[None]:
+    async def on_error(exc: Exception) -> None:
+        log.debug("announce: nats: %r", exc)
+
+    # A few tries at first, so that an unreachable bus is a clear failure; once
+    # connected, reconnect for as long as it takes.
     nc = await nats.connect(
         bus_url,
         name=f"relaygate-announce-{announcer.service}",
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=_FIRST_CONNECT_TRIES,
         reconnect_time_wait=0.5,
-        connect_timeout=5,
+        connect_timeout=2,
+        error_cb=on_error,
     )
+    nc.options["max_reconnect_attempts"] = -1
     key = f"{announcer.service}.{announcer.instance_id}"
     try:
         kv = await open_bucket(nc.jetstream(), bucket_name(prefix), ttl_s)
