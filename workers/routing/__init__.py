@@ -68,6 +68,19 @@ class RoutingWorker:
             processor = EnvelopeProcessor(proxy, codec=self._codec, source=source)
             self._subscriptions.append(await serve_on_bus(bus, topic, GROUP, processor))
 
+    def adopt_instances(self, previous: RoutingWorker) -> None:
+        """Before `start` on a reload: discovered upstreams whose discovery config did not
+        change begin with the instances `previous` knew, so their routes need not wait
+        for the first answer of the source (and answer 503 meanwhile)."""
+        for name, pool in self.pools.items():
+            old = previous.pools.get(name)
+            if (
+                old is not None
+                and pool.options.discovered
+                and old.options.discovery == pool.options.discovery
+            ):
+                pool.set_instances(old.known_instances())
+
     async def close(self) -> None:
         """Stop the subscriptions (requests in flight finish), then the pools."""
         for subscription in self._subscriptions:

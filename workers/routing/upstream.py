@@ -80,6 +80,10 @@ class UpstreamPool:
             await self._checker.close()
         await self.session.close()
 
+    def known_instances(self) -> list[UpstreamInstance]:
+        """The current instance set, as discovery would give it."""
+        return [UpstreamInstance(url=i.url, group=i.group, weight=i.weight) for i in self.instances]
+
     def set_instances(self, found: Sequence[UpstreamInstance]) -> None:
         """Make `found` the instance set (a URL listed twice counts once)."""
         current = {instance.url: instance for instance in self.instances}
