@@ -52,6 +52,11 @@ class NatsBus(Bus):
     def max_payload(self) -> int:
         return self._client.max_payload
 
+    @property
+    def reconnects(self) -> int:
+        """How often the connection was re-established (JetStream watchers start over)."""
+        return int(self._client.stats["reconnects"])
+
     def jetstream(self) -> JetStreamContext:
         """JetStream on this connection (service discovery's key-value bucket)."""
         return self._client.jetstream()

@@ -210,3 +210,26 @@ async def test_kafka_announcements_appear_leave_on_tombstone_and_expire_on_death
         assert took <= 2.0 + 0.5
     finally:
         await bus.close()
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+async def test_nats_restart_keeps_announcements_flowing(
+    tmp_path: Path, discovered: Discovered
+) -> None:
+    server = NatsServer(tmp_path).start()
+    bus = await connected(server.url)
+    try:
+        pool, _ = discovered(bus)
+        async with announce(server.url, "orders", "http://127.0.0.1:8001", 3):
+            await until(lambda: len(pool.instances) == 1, timeout=2.0)
+            server.stop()
+            server.start()  # same port, same JetStream store
+            # Heartbeats resume after the reconnect; the instance stays or comes back.
+            await asyncio.sleep(4.0)
+            assert [i.url for i in pool.instances] == ["http://127.0.0.1:8001"]
+            async with announce(server.url, "orders", "http://127.0.0.1:8002", 3):
+                await until(lambda: len(pool.instances) == 2, timeout=5.0)
+    finally:
+        await bus.close()
+        server.stop()

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from contracts.bus import BusError
 from contracts.config import UpstreamInstance
 from contracts.envelope import now_ms
 from workers.routing.background import BackgroundLoop
@@ -75,7 +76,7 @@ class DiscoveryLoop(BackgroundLoop):
             try:
                 await self._source.watch(self._apply)
                 problem = "the source closed"
-            except (DiscoveryUnavailable, OSError, TimeoutError) as exc:
+            except (DiscoveryUnavailable, BusError, OSError, TimeoutError) as exc:
                 problem = str(exc) or type(exc).__name__
             except asyncio.CancelledError:
                 raise

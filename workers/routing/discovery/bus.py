@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from contracts.bus import Bus
+from contracts.bus import Bus, BusError
 from contracts.bus.kafka import KafkaBus
 from contracts.bus.nats import NatsBus
 from contracts.config import BusDiscovery, UpstreamInstance
@@ -81,12 +81,15 @@ async def open_bucket(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyVal
         return await js.key_value(bucket)
 
 
-async def ensure_compacted_topic(servers: list[str], topic: str, client_id: str) -> None:
+async def ensure_compacted_topic(
+    servers: list[str], topic: str, client_id: str, replication_factor: int = 1
+) -> None:
+    """Create the one-partition compacted topic, unless it exists."""
     admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id=client_id)
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+            [NewTopic(topic, 1, replication_factor, topic_configs={"cleanup.policy": "compact"})]
         )
         for _name, error_code, *details in response.topic_errors:
             if error_code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -156,9 +159,10 @@ class NatsBusSource(Source):
 
     async def watch(self, update: Update) -> None:
         try:
+            reconnects = self._bus.reconnects
             kv = await open_bucket(self._bus.jetstream(), self._bucket, self._ttl_s)
             watcher = await kv.watch(f"{self._service}.*")
-        except (nats.errors.Error, TimeoutError) as exc:
+        except (nats.errors.Error, BusError, TimeoutError) as exc:
             raise DiscoveryUnavailable(f"nats kv {self._bucket}: {exc!r}") from exc
         prefix_len = len(self._service) + 1
         live = Announcements()
@@ -181,6 +185,10 @@ class NatsBusSource(Source):
                 changed = live.expire() or changed
                 if ready and changed:
                     update(live.instances())
+                if self._bus.reconnects != reconnects:
+                    # The server may have lost the watcher's consumer (a restart): start
+                    # over; the bucket replays the live announcements.
+                    raise DiscoveryUnavailable("nats reconnected; watching again")
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await watcher.stop()  # type: ignore[no-untyped-call]
@@ -200,7 +208,12 @@ class KafkaBusSource(Source):
     async def watch(self, update: Update) -> None:
         client_id = f"relaygate-{self._bus.node_id}-discovery"
         try:
-            await ensure_compacted_topic(self._bus.servers, self._topic, client_id)
+            await ensure_compacted_topic(
+                self._bus.servers,
+                self._topic,
+                client_id,
+                self._bus.options.replication_factor,
+            )
         except KafkaError as exc:
             raise DiscoveryUnavailable(f"kafka topic {self._topic}: {exc!r}") from exc
         consumer = AIOKafkaConsumer(
