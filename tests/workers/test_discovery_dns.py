@@ -154,6 +154,21 @@ async def test_ttl_is_respected_within_the_floor_and_ceiling(
     assert 1 <= dns.queries("fast.test") - before <= 3
 
 
+async def test_a_and_aaaa_together_with_a_scheme_and_base_path(
+    dns: LocalDns, discovered: Pools
+) -> None:
+    dns.set("both.test", "A", ["127.0.0.1"], ttl=1)
+    dns.set("both.test", "AAAA", ["::1"], ttl=1)
+    pool, _ = discovered(
+        name="both.test", record="A+AAAA", port=8443, scheme="https", base_path="/api"
+    )
+    await until(lambda: len(pool.instances) == 2)
+    assert sorted(i.url for i in pool.instances) == [
+        "https://127.0.0.1:8443/api",
+        "https://[::1]:8443/api",
+    ]
+
+
 async def test_an_unreachable_nameserver_keeps_the_last_instances(
     dns: LocalDns, discovered: Pools, tmp_path: Path
 ) -> None:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from contracts.config import Config, HttpUpstream, Route, UpstreamInstance, UpstreamTarget, When
+from tests.support.processes import free_port
 from tests.support.reflector import Reflector
-from tests.workers.test_resilience import served_by, start_reflectors
+from tests.workers.test_resilience import served_by, start_reflectors, until
 from tests.workers.test_routing import make_request
 from workers.routing import HttpProxy, UpstreamPool, build_routing
 from workers.routing.balancer import ConsistentHash, WeightedRoundRobin
@@ -117,3 +118,19 @@ def test_discovery_and_targets_exclude_each_other() -> None:
     static = HttpUpstream.model_validate({"url": "http://a:1", "discovery": {"type": "static"}})
     assert not static.discovered
     assert [t.url for t in static.instances()] == ["http://a:1"]
+
+
+async def test_active_health_checks_follow_the_new_instance_set(live: list[Reflector]) -> None:
+    health = {"interval_ms": 30, "timeout_ms": 200, "unhealthy_threshold": 2}
+    upstream = HttpUpstream.model_validate({"targets": [{"url": live[0].url}], "health": health})
+    pool = UpstreamPool("orders", upstream, open_session(upstream))
+    pool.start()
+    try:
+        dead = f"http://127.0.0.1:{free_port()}"
+        pool.set_instances([target(live[0].url), target(dead)])
+        await until(lambda: not {i.url: i for i in pool.instances}[dead].healthy)
+        assert {i.url: i for i in pool.instances}[live[0].url].healthy
+        pool.set_instances([target(dead)])  # the dead one stays: still unhealthy
+        assert not pool.instances[0].healthy
+    finally:
+        await pool.close()
