@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck pytest fmt bench schema clean
+.PHONY: up test lint typecheck pytest fmt bench schema clean deps-system
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) deps-system
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# System packages the tests start as real processes: etcd (service discovery tests).
+# Idempotent and quiet: installs only what is missing (Debian/Ubuntu, run as root).
+deps-system:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  echo "installing etcd-server (apt)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq etcd-server >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && apt-get install -y -qq etcd-server >/dev/null; }; \
+	}
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -290,6 +290,9 @@ class UpstreamInstance(_Model):
         description="Failover order: 0 is the primary group, 1 the first backup, and so on. "
         "Requests go to the lowest group that has an available instance.",
     )
+    weight: int = Field(
+        1, ge=1, le=65_535, description="Share of the group's requests, relative to the others."
+    )
 
     @field_validator("url")
     @classmethod
@@ -344,6 +347,99 @@ class RetryPolicy(_Model):
     )
 
 
+class StaticDiscovery(_Model):
+    """The instances are `url` or `targets`, fixed until the config is reloaded."""
+
+    type: Literal["static"]
+
+
+class DnsDiscovery(_Model):
+    """Instances from DNS, resolved again when the records' TTL runs out (kept between
+    `min_ttl_s` and `max_ttl_s`). A/AAAA: one instance per address, on `port`. SRV
+    (`_http._tcp.orders.internal`): host and port from each record, the priority becomes
+    the failover group (lowest first) and the weight the instance's balancing weight."""
+
+    type: Literal["dns"]
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The name to resolve, e.g. orders.internal or _http._tcp.orders.internal.",
+    )
+    record: Literal["A", "AAAA", "A+AAAA", "SRV"] = Field(
+        "A", description="A, AAAA, both (A+AAAA), or SRV records."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="A/AAAA: the instances' port (required); SRV: unused."
+    )
+    scheme: Literal["http", "https"] = "http"
+    base_path: str = Field(
+        "", pattern=r"^(/[^?#]*)?$", description="Path prefix of every instance, e.g. /api."
+    )
+    nameservers: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Nameserver IP addresses; unset: the system's (/etc/resolv.conf).",
+    )
+    nameserver_port: int = Field(53, ge=1, le=65535)
+    timeout_ms: int = Field(2_000, ge=1, description="One resolution's deadline.")
+    min_ttl_s: float = Field(1.0, gt=0, description="Resolve at most this often.")
+    max_ttl_s: float = Field(300.0, gt=0, description="Resolve at least this often.")
+
+    @model_validator(mode="after")
+    def _port_and_ttls(self) -> DnsDiscovery:
+        if self.record != "SRV" and self.port is None:
+            raise ValueError(f"`port` is required with {self.record} records")
+        if self.min_ttl_s > self.max_ttl_s:
+            raise ValueError("min_ttl_s must not exceed max_ttl_s")
+        return self
+
+
+class EtcdDiscovery(_Model):
+    """Instances stored in etcd under `<prefix><service>/<instance-id>` as JSON
+    `{"url": ..., "group": 0, "weight": 1}`, watched: changes apply at once, and keys
+    attached to a lease vanish when their owner stops renewing it."""
+
+    type: Literal["etcd"]
+    endpoints: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"],
+        min_length=1,
+        description="etcd client URLs (v3 JSON gateway), tried in turn.",
+    )
+    prefix: str = Field(
+        "/relaygate/services/", pattern=r"^/.*/$", description="Key prefix of all services."
+    )
+    service: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$", description="Unset: the upstream's name."
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _http_urls(cls, endpoints: list[str]) -> list[str]:
+        return [_http_base_url(url) for url in endpoints]
+
+
+class BusDiscovery(_Model):
+    """Instances that announce themselves on the gateway's bus with a heartbeat
+    (`relaygate announce`, or `workers.routing.discovery.announce`); one that misses its
+    TTL, or says goodbye on a clean stop, leaves the upstream."""
+
+    type: Literal["bus"]
+    service: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$", description="Unset: the upstream's name."
+    )
+    ttl_s: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="NATS: TTL of the key-value bucket, if this creates it. Each announcement "
+        "carries its own TTL, which the reader enforces on both buses.",
+    )
+
+
+Discovery = Annotated[
+    StaticDiscovery | DnsDiscovery | EtcdDiscovery | BusDiscovery, Field(discriminator="type")
+]
+
+
 class HttpUpstream(_Model):
     type: Literal["http"] = "http"
     url: str | None = Field(
@@ -353,6 +449,11 @@ class HttpUpstream(_Model):
     )
     targets: list[UpstreamInstance] | None = Field(
         None, min_length=1, description="The instances; give `url` or `targets`."
+    )
+    discovery: Discovery | None = Field(
+        None,
+        description="Where the instances come from when they change at run time "
+        "(dns, etcd, bus); unset or static: `url` / `targets`.",
     )
     balance: Literal["round_robin", "least_outstanding", "consistent_hash"] = Field(
         "round_robin", description="How an instance is chosen within a group."
@@ -377,6 +478,13 @@ class HttpUpstream(_Model):
 
     @model_validator(mode="after")
     def _one_target_list(self) -> HttpUpstream:
+        if self.discovery is not None and self.discovery.type != "static":
+            if self.url is not None or self.targets is not None:
+                raise ValueError(
+                    f"discovery {self.discovery.type!r} finds the instances: "
+                    "give no `url` or `targets`"
+                )
+            return self
         if (self.url is None) == (self.targets is None):
             raise ValueError("give either `url` (one instance) or `targets`, not both or neither")
         urls = [target.url for target in self.targets or ()]
@@ -384,11 +492,17 @@ class HttpUpstream(_Model):
             raise ValueError("each target URL must appear once")
         return self
 
+    @property
+    def discovered(self) -> bool:
+        """Whether the instances come from a discovery source rather than the config."""
+        return self.discovery is not None and self.discovery.type != "static"
+
     def instances(self) -> list[UpstreamInstance]:
-        """`targets`, or the one instance that `url` stands for."""
+        """`targets`, or the one instance that `url` stands for; none when discovered."""
         if self.targets is not None:
             return list(self.targets)
-        assert self.url is not None  # the validator makes it so
+        if self.url is None:
+            return []
         return [UpstreamInstance(url=self.url)]
 
 

@@ -1,4 +1,5 @@
-"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `check FILE`, `schema`."""
+"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `check FILE`, `schema`,
+`announce`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,20 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
 
+    announce = sub.add_parser(
+        "announce", help="announce a service instance on the bus until stopped (bus discovery)"
+    )
+    announce.add_argument("--service", required=True, help="the upstream's service name")
+    announce.add_argument("--url", required=True, help="this instance's base URL")
+    where = announce.add_mutually_exclusive_group(required=True)
+    where.add_argument("--bus", help="nats://… or kafka://…")
+    where.add_argument("--config", "-c", help="take bus.url and bus.prefix from this config")
+    announce.add_argument("--prefix", help="bus prefix (default: the config's, or rg)")
+    announce.add_argument("--ttl", type=float, default=10.0, help="seconds (default 10)")
+    announce.add_argument("--group", type=int, default=0, help="failover group (default 0)")
+    announce.add_argument("--weight", type=int, default=1, help="balancing weight (default 1)")
+    announce.add_argument("--instance-id", help="default: random")
+
     demo = sub.add_parser("demo-upstream", help="the small HTTP upstream the demo proxies to")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8090)
@@ -87,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
 
         serve_demo_upstream(args.host, args.port)
         return 0
+    if args.command == "announce":
+        return _announce(args)
     if args.command == "up":
         from deploy.runner import run_up
 
@@ -116,6 +133,31 @@ def _worker_spec(
     if not args.target:
         raise SystemExit("relaygate worker module: --target package.module:worker is required")
     return ModuleWorker(type="module", target=args.target)
+
+
+def _announce(args: argparse.Namespace) -> int:
+    from deploy.announce import run_announce
+
+    if args.config is not None:
+        config = load_config(args.config)
+        if config.bus.url is None:
+            print(f"relaygate: {args.config}: bus.url is not set", file=sys.stderr)
+            return 2
+        bus_url, prefix = config.bus.url, args.prefix or config.bus.prefix
+    else:
+        bus_url, prefix = args.bus, args.prefix or "rg"
+    return asyncio.run(
+        run_announce(
+            bus_url,
+            args.service,
+            args.url,
+            ttl_s=args.ttl,
+            prefix=prefix,
+            group=args.group,
+            weight=args.weight,
+            instance_id=args.instance_id,
+        )
+    )
 
 
 def _use_uvloop() -> None:

@@ -96,6 +96,7 @@ async def _reload_routing(current: Routing, bus: Bus, path: str) -> Routing:
             log.error("reload refused, keeping the running routes: %s: %s", path, problem)
         return current
     replacement = build_routing(config)
+    replacement.adopt_instances(current)
     await replacement.start(bus)
     await current.close()
     log.info("reloaded %s: %d upstream route(s)", path, len(replacement.topics))

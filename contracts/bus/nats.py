@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 from nats.errors import MaxPayloadError
+from nats.js import JetStreamContext
 
 from contracts.bus.base import Bus, HandlerRunner, Subscription
 from contracts.bus.errors import NotConnected, PayloadTooLarge
@@ -50,6 +51,15 @@ class NatsBus(Bus):
     @property
     def max_payload(self) -> int:
         return self._client.max_payload
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection was re-established (JetStream watchers start over)."""
+        return int(self._client.stats["reconnects"])
+
+    def jetstream(self) -> JetStreamContext:
+        """JetStream on this connection (service discovery's key-value bucket)."""
+        return self._client.jetstream()
 
     @property
     def _client(self) -> Client:

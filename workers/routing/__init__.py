@@ -60,13 +60,26 @@ class RoutingWorker:
         """Start the health checks and the state updates, then subscribe every route
         topic in the shared group so that replicas split the load."""
         for pool in self.pools.values():
-            pool.start()
+            pool.start(bus)
         self._publisher = StatePublisher(bus, self.pools, self._state_interval_s)
         self._publisher.start()
         source = f"relaygate://worker/{bus.node_id}"
         for topic, proxy in self.proxies.items():
             processor = EnvelopeProcessor(proxy, codec=self._codec, source=source)
             self._subscriptions.append(await serve_on_bus(bus, topic, GROUP, processor))
+
+    def adopt_instances(self, previous: RoutingWorker) -> None:
+        """Before `start` on a reload: discovered upstreams whose discovery config did not
+        change begin with the instances `previous` knew, so their routes need not wait
+        for the first answer of the source (and answer 503 meanwhile)."""
+        for name, pool in self.pools.items():
+            old = previous.pools.get(name)
+            if (
+                old is not None
+                and pool.options.discovered
+                and old.options.discovery == pool.options.discovery
+            ):
+                pool.set_instances(old.known_instances())
 
     async def close(self) -> None:
         """Stop the subscriptions (requests in flight finish), then the pools."""

@@ -26,6 +26,7 @@ class Instance:
 
     url: str
     group: int = 0
+    weight: int = 1  # share of its group's requests, relative to the others
     outstanding: int = 0  # requests in flight to it now
     healthy: bool = True  # the active checks' verdict; True when there are none
     ejected_until: float = 0.0  # monotonic time; passive ejection lasts until then
@@ -40,6 +41,7 @@ class Instance:
         return {
             "url": redact_url(self.url),  # the admin API shows it: no credentials
             "group": self.group,
+            "weight": self.weight,
             "available": self.available(now),
             "healthy": self.healthy,
             "ejected": now < self.ejected_until,
@@ -80,7 +82,8 @@ class OutlierDetector:
 
 
 class HealthChecker(BackgroundLoop):
-    """Active health: one task per upstream probing all its instances each interval."""
+    """Active health: one task per upstream probing all its instances each interval.
+    `instances` is replaced (not changed in place) when discovery changes the set."""
 
     def __init__(
         self,
@@ -90,7 +93,7 @@ class HealthChecker(BackgroundLoop):
         session: aiohttp.ClientSession,
     ) -> None:
         self._upstream = upstream
-        self._instances = instances
+        self.instances = instances
         self._options = options
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=options.timeout_ms / 1000)
@@ -98,7 +101,7 @@ class HealthChecker(BackgroundLoop):
     async def _run(self) -> None:
         interval = self._options.interval_ms / 1000
         while True:
-            await asyncio.gather(*(self._check(i) for i in self._instances))
+            await asyncio.gather(*(self._check(i) for i in self.instances))
             await asyncio.sleep(interval)
 
     async def _check(self, instance: Instance) -> None:

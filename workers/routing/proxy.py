@@ -41,7 +41,17 @@ _NO_INSTANCE_RETRY_AFTER = "1"
 class HttpProxy:
     """`await proxy(request) -> Response` for one route; never raises."""
 
-    __slots__ = ("_attempts", "_connect_s", "_default_s", "_max_body", "_pool", "_urls", "route")
+    __slots__ = (
+        "_attempts",
+        "_connect_s",
+        "_default_s",
+        "_generation",
+        "_max_body",
+        "_path",
+        "_pool",
+        "_urls",
+        "route",
+    )
 
     def __init__(
         self, route: Route, pool: UpstreamPool, *, default_timeout_s: float = 30.0
@@ -51,6 +61,8 @@ class HttpProxy:
             raise ValueError(f"route {route.name!r} does not go to an upstream")
         self.route = route.name
         self._pool = pool
+        self._path = target.path
+        self._generation = pool.generation
         self._urls = {i: UpstreamUrl(i.url, target.path) for i in pool.instances}
         options = pool.options
         self._connect_s = options.connect_timeout_ms / 1000
@@ -101,6 +113,18 @@ class HttpProxy:
             if timeout_s < _TOO_LATE_S or not pool.budget.try_retry():
                 return response, failed
 
+    def _compiled(self, instance: Instance) -> UpstreamUrl:
+        """The URL template of an instance that discovery added since the last request."""
+        pool = self._pool
+        if pool.generation != self._generation:
+            # Rebuild, so the table holds the current instances only (no leak as
+            # instances come and go); the ones that stay keep their compiled URL.
+            old = self._urls
+            self._urls = {i: old.get(i) or UpstreamUrl(i.url, self._path) for i in pool.instances}
+            self._generation = pool.generation
+        compiled = self._urls.get(instance)
+        return compiled if compiled is not None else UpstreamUrl(instance.url, self._path)
+
     def _time_left(self, request: Request) -> float:
         remaining = request.remaining()
         return self._default_s if remaining is None else remaining
@@ -110,7 +134,10 @@ class HttpProxy:
     ) -> tuple[Response, bool]:
         http = request.http
         try:
-            url = self._urls[instance].url(http.path, http.query, http.params)
+            compiled = self._urls.get(instance)
+            if compiled is None:
+                compiled = self._compiled(instance)
+            url = compiled.url(http.path, http.query, http.params)
             timeout = aiohttp.ClientTimeout(
                 total=timeout_s,
                 sock_connect=min(self._connect_s, timeout_s),
@@ -197,11 +224,13 @@ class HttpProxy:
         return response
 
     def _no_instance(self) -> Response:
+        detail = (
+            f"every instance of upstream {self.upstream!r} is unhealthy or ejected"
+            if self._pool.instances
+            else f"upstream {self.upstream!r} has no instances (discovery found none)"
+        )
         response = Response.problem(
-            503,
-            "upstream-no-healthy-instance",
-            "No healthy upstream instance",
-            f"every instance of upstream {self.upstream!r} is unhealthy or ejected",
+            503, "upstream-no-healthy-instance", "No healthy upstream instance", detail
         )
         response.headers.append(("retry-after", _NO_INSTANCE_RETRY_AFTER))
         return response

@@ -1,22 +1,33 @@
 """`UpstreamPool`: everything the routing worker keeps per upstream, shared by the routes
 that use it: the HTTP session, the instances and their health, the balancer, the circuit
-breaker and the retry budget. Its `snapshot()` is what the admin API shows."""
+breaker and the retry budget. Its `snapshot()` is what the admin API shows.
+
+The instance set comes from the config, or from a discovery source at run time
+(`set_instances`): the list is replaced, never changed in place, so a request that is
+choosing an instance sees one consistent set; instances that stay are the same objects,
+with their health, ejection and requests in flight."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
-from contracts.config import HttpUpstream
+from contracts.bus import Bus
+from contracts.config import HttpUpstream, UpstreamInstance
 from contracts.envelope import HttpInfo
 from workers.routing.balancer import make_balancer
 from workers.routing.breaker import CircuitBreaker
+from workers.routing.discovery import DiscoveryLoop, DiscoveryUnavailable, make_source
 from workers.routing.failover import RetryBudget, candidates
 from workers.routing.headers import client_ip
 from workers.routing.health import HealthChecker, Instance, OutlierDetector
 from workers.routing.window import Clock
+
+log = logging.getLogger("relaygate.routing")
 
 
 class UpstreamPool:
@@ -30,7 +41,9 @@ class UpstreamPool:
         self.name = name
         self.options = options
         self.session = session
-        self.instances = [Instance(t.url, t.group) for t in options.instances()]
+        self.instances = [Instance(t.url, t.group, t.weight) for t in options.instances()]
+        # Bumped on every change of the instance set: proxies rebuild their URL tables.
+        self.generation = 0
         self.breaker = CircuitBreaker(options.breaker, clock)
         self.outlier = OutlierDetector(name, options.outlier, clock)
         self.budget = RetryBudget(options.retries, clock)
@@ -43,16 +56,67 @@ class UpstreamPool:
             if options.health is not None
             else None
         )
+        self._discovery: DiscoveryLoop | None = None
 
-    def start(self) -> None:
-        """Start the active health checks, if configured; needs a running loop."""
+    def start(self, bus: Bus | None = None) -> None:
+        """Start the active health checks and the discovery, if configured; needs a
+        running loop. Bus discovery reads the announcements on `bus`."""
         if self._checker is not None:
             self._checker.start()
+        if self.options.discovery is not None and self._discovery is None:
+            try:
+                source = make_source(self.name, self.options.discovery, bus)
+            except DiscoveryUnavailable as exc:
+                log.error("upstream %s: no discovery: %s", self.name, exc)
+                return
+            if source is not None:
+                self._discovery = DiscoveryLoop(self.name, source, self.set_instances)
+                self._discovery.start()
 
     async def close(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.close()
         if self._checker is not None:
             await self._checker.close()
         await self.session.close()
+
+    def known_instances(self) -> list[UpstreamInstance]:
+        """The current instance set, as discovery would give it."""
+        return [UpstreamInstance(url=i.url, group=i.group, weight=i.weight) for i in self.instances]
+
+    def set_instances(self, found: Sequence[UpstreamInstance]) -> None:
+        """Make `found` the instance set (a URL listed twice counts once)."""
+        current = {instance.url: instance for instance in self.instances}
+        fresh: dict[str, Instance] = {}
+        changed = len(found) != len(self.instances)
+        for target in found:
+            if target.url in fresh:
+                continue
+            instance = current.get(target.url)
+            if instance is None:
+                instance = Instance(target.url, target.group, target.weight)
+                changed = True
+            elif instance.group != target.group or instance.weight != target.weight:
+                instance.group, instance.weight = target.group, target.weight
+                changed = True
+            fresh[target.url] = instance
+        if not changed and list(fresh) == list(current):
+            return
+        instances = list(fresh.values())
+        added = len(fresh.keys() - current.keys())
+        removed = len(current.keys() - fresh.keys())
+        self._balancer = make_balancer(self.options.balance, instances)
+        self.instances = instances
+        self.generation += 1
+        if self._checker is not None:
+            self._checker.instances = instances
+        log.info(
+            "upstream %s: %d instance(s) (%d added, %d removed)",
+            self.name,
+            len(instances),
+            added,
+            removed,
+        )
 
     def choose(self, http: HttpInfo, tried: list[Instance]) -> Instance | None:
         """The instance for this attempt; None when no instance is available."""
@@ -74,4 +138,5 @@ class UpstreamPool:
             "balance": self.options.balance,
             "breaker": self.breaker.snapshot(),
             "instances": [instance.snapshot(now) for instance in self.instances],
+            "discovery": self._discovery.snapshot() if self._discovery is not None else None,
         }
