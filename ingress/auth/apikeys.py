@@ -117,14 +117,22 @@ class ApiKeys:
         if parts is None:
             return None
         record = await self.cache.get(parts[0])
+        if record is not None and not _matches(record, parts[1]):
+            # Perhaps rotated on another node since this one cached it: read it again
+            # (one read per wrong secret, as an unknown id costs; concurrent ones share it).
+            record = await self.cache.get(parts[0], max_age_s=0)
+            if record is not None and not _matches(record, parts[1]):
+                return None
         if record is None or record["revoked_ms"] is not None:
             return None
-        if secret_matches(parts[1], record["hash"]):
-            return record
-        previous, until = record["previous_hash"], record["previous_valid_until_ms"]
-        if previous is not None and until > now_ms() and secret_matches(parts[1], previous):
-            return record
-        return None
+        return record
+
+
+def _matches(record: Record, secret: str) -> bool:
+    if secret_matches(secret, record["hash"]):
+        return True
+    previous, until = record["previous_hash"], record["previous_valid_until_ms"]
+    return previous is not None and until > now_ms() and secret_matches(secret, previous)
 
 
 class ApiKeyAuth:

@@ -205,10 +205,14 @@ class RecordCache:
         self.entries: OrderedDict[str, tuple[float, Record | None]] = OrderedDict()
         self.reading: dict[str, asyncio.Future[Record | None]] = {}
 
-    async def get(self, key: str) -> Record | None:
+    async def get(self, key: str, max_age_s: float | None = None) -> Record | None:
+        """`max_age_s`: read again if what is cached is older than that (a caller that
+        suspects its copy is out of date, e.g. a secret that matches nothing)."""
         found = self.entries.get(key)
-        if found is not None and found[0] > time.monotonic():
-            return found[1]
+        if found is not None:
+            now = time.monotonic()
+            if found[0] > now and (max_age_s is None or found[0] - self.ttl + max_age_s > now):
+                return found[1]
         waiting = self.reading.get(key)
         if waiting is not None:
             return await asyncio.shield(waiting)
