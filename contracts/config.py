@@ -539,6 +539,11 @@ class Config(BaseSettings):
         data = self.model_dump(include={"routes", "upstreams", "policies", "tiers", "caller"})
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
+        if self.auth_server is not None and self.auth_server.issuer is None and self.state.url:
+            problems.append(
+                "auth_server.issuer: set it when state.url shares credentials: each node "
+                "would name itself and refuse the others' tokens"
+            )
         if self.auth_server is None:
             problems += [
                 f"{where}.type: an oauth policy needs the auth_server section"

@@ -60,3 +60,12 @@ def test_bad_credential_settings_name_their_path(
     with pytest.raises(ConfigError) as caught:
         load_config(write_config(tmp_path / "c.yaml", data))
     assert any(p.startswith(f"{where}:") for p in caught.value.problems), caught.value.problems
+
+
+def test_nodes_sharing_state_must_name_the_issuer(tmp_path: Path) -> None:
+    data = {"state": {"url": "redis://127.0.0.1:6379/0"}, "auth_server": {}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path / "c.yaml", data))
+    assert any(p.startswith("auth_server.issuer:") for p in caught.value.problems)
+    data["auth_server"] = {"issuer": "https://api.example.com"}
+    assert load_config(write_config(tmp_path / "c.yaml", data)).auth_server is not None
