@@ -1,6 +1,7 @@
 """API keys through the admin API of `relaygate up` on its embedded default (a SQLite
 file under the data dir): issue, use, scope to routes, survive a restart, rotate with a
-grace period, revoke; and the admin token guarding it all."""
+grace period, revoke; the admin token guarding it all; and the authorization server's
+signing keys, kept across the restart too."""
 
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ def _route(name: str) -> dict[str, Any]:
 
 CONFIG: dict[str, Any] = {
     "admin": {"token": ADMIN_TOKEN},
+    # A fixed issuer: the default names the ingress port, a new free one on each start.
+    "auth_server": {"issuer": "https://api.example.test"},
     "tiers": {"partner": {"limits": [{"requests": 1000, "window_s": 60}]}},
     "routes": [_route("orders"), _route("billing")],
     "workers": [{"type": "echo", "topics": ["echo"]}],
 }
 
 
-def test_api_key_lifecycle_across_a_restart_of_relaygate_up(tmp_path: Path) -> None:
+def test_api_key_lifecycle_and_signing_keys_across_a_restart_of_relaygate_up(
+    tmp_path: Path,
+) -> None:
     env = {"XDG_DATA_HOME": str(tmp_path / "data")}  # the default data dir, kept apart
     with (
         running_up(tmp_path, "first", CONFIG, env=env) as gateway,
@@ -73,6 +78,16 @@ def test_api_key_lifecycle_across_a_restart_of_relaygate_up(tmp_path: Path) -> N
         config = admin.get("/config", headers=ADMIN).json()
         assert config["admin"]["token"] == "***"
 
+        client = admin.post("/admin/oauth/clients", headers=ADMIN, json={"subject": "app"}).json()
+        issued = data.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client["client_id"], client["client_secret"]),
+        )
+        assert issued.status_code == 200, issued.text
+        access = issued.json()["access_token"]
+        jwks = data.get("/.well-known/jwks.json").json()
+
         ok = data.get("/orders/1", headers={"x-api-key": key})
         assert ok.status_code == 200, ok.text
         assert ok.json()["principal"] == "acme-app"
@@ -95,6 +110,13 @@ def test_api_key_lifecycle_across_a_restart_of_relaygate_up(tmp_path: Path) -> N
     ):
         kept = data.get("/orders/2", headers={"x-api-key": key})
         assert kept.status_code == 200, kept.text  # the key survived the restart
+        assert data.get("/.well-known/jwks.json").json() == jwks  # so did the signing key
+        introspected = data.post(
+            "/oauth/introspect",
+            data={"token": access},
+            auth=(client["client_id"], client["client_secret"]),
+        )
+        assert introspected.json()["active"] is True
 
         widened = admin.patch(f"/admin/keys/{key_id}", json={"routes": ["orders", "billing"]})
         assert widened.status_code == 200, widened.text
