@@ -195,7 +195,8 @@ def _load(raw: bytes | str) -> Record:
 
 class RecordCache:
     """Records read through the store, trusted for `ttl_ms`; concurrent misses of one key
-    share one read. Bounded: past `max_entries` the oldest entries go."""
+    share one read, which a cancelled caller does not cancel. Bounded: past
+    `max_entries` the oldest entries go."""
 
     def __init__(self, store: Store, kind: str, ttl_ms: int, max_entries: int = 10_000) -> None:
         self.store = store
@@ -203,7 +204,8 @@ class RecordCache:
         self.ttl = ttl_ms / 1000
         self.max_entries = max_entries
         self.entries: OrderedDict[str, tuple[float, Record | None]] = OrderedDict()
-        self.reading: dict[str, asyncio.Future[Record | None]] = {}
+        self.reading: dict[str, asyncio.Task[Record | None]] = {}
+        self.changes = 0  # bumped by `forget`: a read that started before is not cached
 
     async def get(self, key: str, max_age_s: float | None = None) -> Record | None:
         """`max_age_s`: read again if what is cached is older than that (a caller that
@@ -213,26 +215,26 @@ class RecordCache:
             now = time.monotonic()
             if found[0] > now and (max_age_s is None or found[0] - self.ttl + max_age_s > now):
                 return found[1]
-        waiting = self.reading.get(key)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
-        self.reading[key] = future
+        reading = self.reading.get(key)
+        if reading is None:
+            reading = asyncio.get_running_loop().create_task(self._read(key))
+            self.reading[key] = reading
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: str) -> Record | None:
+        changes = self.changes
         try:
             record = await self.store.get(self.kind, key)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
-            raise
         finally:
             del self.reading[key]
-        future.set_result(record)
-        self.entries[key] = (time.monotonic() + self.ttl, record)
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        if changes == self.changes:
+            self.entries[key] = (time.monotonic() + self.ttl, record)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
         return record
 
     def forget(self, key: str) -> None:
         """This node changed the record: read it again next time."""
         self.entries.pop(key, None)
+        self.changes += 1

@@ -164,3 +164,27 @@ async def test_policy_refuses_missing_invalid_and_out_of_scope_keys(store: Sqlit
     assert lacking is not None
     assert lacking.status == 403
     assert "b" in lacking.detail
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, counting its reads."""
+
+    reads = 0
+
+    async def get(self, kind: str, key: str) -> dict[str, object] | None:
+        self.reads += 1
+        return await super().get(kind, key)
+
+
+async def test_concurrent_lookups_of_a_key_share_one_read(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path)
+    try:
+        keys = ApiKeys(store, ttl_ms=1000, grace_s=0)
+        key, _ = await keys.create({"subject": "svc"})
+        results = await asyncio.gather(*(keys.verify(key) for _ in range(50)))
+        assert all(r is not None for r in results)
+        assert store.reads == 1
+        await keys.verify(key)
+        assert store.reads == 1  # cached
+    finally:
+        await store.aclose()
