@@ -144,8 +144,9 @@ class SqliteStore:
 
 
 class RedisStore:
-    """`<prefix>:cred:<kind>:<key>` holds a record (with PXAT when it expires) and the set
-    `<prefix>:cred:<kind>` its kind's keys, for listing."""
+    """`<prefix>:cred:<kind>:<key>` holds a record (with PXAT when it expires); the sorted
+    set `<prefix>:cred:<kind>` indexes its kind's keys by expiry (+inf: never), pruned on
+    each write, so that listing is one read and expired records leave no trace."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
@@ -162,20 +163,20 @@ class RedisStore:
         return None if raw is None else _load(raw)
 
     async def put(self, kind: str, key: str, record: Record, expires_ms: int | None = None) -> None:
+        index = f"{self.prefix}:{kind}"
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}:{kind}:{key}", orjson.dumps(record), pxat=expires_ms)
-        pipe.sadd(f"{self.prefix}:{kind}", key)
+        pipe.set(f"{index}:{key}", orjson.dumps(record), pxat=expires_ms)
+        pipe.zadd(index, {key: float("inf") if expires_ms is None else expires_ms})
+        pipe.zremrangebyscore(index, "-inf", now_ms())
         await self._call(pipe.execute())
 
     async def list(self, kind: str) -> list[Record]:
-        members = await self._call(self.redis.smembers(f"{self.prefix}:{kind}"))
+        index = f"{self.prefix}:{kind}"
+        members = await self._call(self.redis.zrangebyscore(index, now_ms() + 1, "+inf"))
         keys = sorted(k.decode() if isinstance(k, bytes) else k for k in members)
         if not keys:
             return []
-        raws = await self._call(self.redis.mget([f"{self.prefix}:{kind}:{k}" for k in keys]))
-        gone = [k for k, raw in zip(keys, raws, strict=True) if raw is None]
-        if gone:  # expired since: drop them from the index
-            await self._call(self.redis.srem(f"{self.prefix}:{kind}", *gone))
+        raws = await self._call(self.redis.mget([f"{index}:{k}" for k in keys]))
         return [_load(raw) for raw in raws if raw is not None]
 
     async def aclose(self) -> None:

@@ -188,3 +188,30 @@ async def test_concurrent_lookups_of_a_key_share_one_read(tmp_path: Path) -> Non
         assert store.reads == 1  # cached
     finally:
         await store.aclose()
+
+
+async def expiring_records_go_away(store: Store) -> None:
+    soon = int(time.time() * 1000) + 300
+    await store.put("revoked_token", "a", {"jti": "a"}, expires_ms=soon)
+    await store.put("revoked_token", "b", {"jti": "b"})
+    assert [r["jti"] for r in await store.list("revoked_token")] == ["a", "b"]
+    assert await store.get("revoked_token", "a") == {"jti": "a"}
+    await asyncio.sleep(0.4)
+    assert await store.get("revoked_token", "a") is None
+    assert [r["jti"] for r in await store.list("revoked_token")] == ["b"]
+    await store.put("revoked_token", "c", {"jti": "c"}, expires_ms=soon + 60_000)
+
+
+async def test_expiring_records_go_away_from_the_file(store: SqliteStore) -> None:
+    await expiring_records_go_away(store)
+
+
+@pytest.mark.redis
+async def test_expiring_records_leave_no_trace_in_redis(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await expiring_records_go_away(RedisStore(redis, "t"))
+        # The index holds only live records once a write has pruned it.
+        assert sorted(await redis.zrange("t:cred:revoked_token", 0, -1)) == [b"b", b"c"]
+    finally:
+        await redis.aclose()
