@@ -52,6 +52,7 @@ def test_api_key_lifecycle_and_signing_keys_across_a_restart_of_relaygate_up(
         assert (
             admin.get("/admin/keys", headers={"authorization": "Bearer wrong"}).status_code == 401
         )
+        assert admin.get("/stats").status_code == 401  # the whole admin API is guarded
         assert admin.get("/readyz").status_code == 200  # probes need no token
 
         created = admin.post(
