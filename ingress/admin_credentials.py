@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.config import Config
 from ingress.app import IngressApp
-from ingress.auth import apikeys, oauth_server
+from ingress.auth import apikeys
+from ingress.auth import clients as oauth_clients
 from ingress.auth.credentials import Credentials
 from ingress.auth.store import StoreUnavailable
 
@@ -187,18 +188,18 @@ def _oauth_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
         data = fields.model_dump()
         _check(admin, data, client=True)
         secret, record = await clients.create(data)
-        return {"client_secret": secret, **oauth_server.public(record)}
+        return {"client_secret": secret, **oauth_clients.public(record)}
 
     @router.get("/clients", summary="Every client (never their secrets)")
     async def list_clients() -> dict[str, Any]:
-        return {"clients": [oauth_server.public(r) for r in await clients.list()]}
+        return {"clients": [oauth_clients.public(r) for r in await clients.list()]}
 
     @router.get("/clients/{client_id}", summary="One client")
     async def get_client(client_id: str) -> dict[str, Any]:
         record = await clients.get(client_id)
         if record is None:
             raise HTTPException(404, f"no client {client_id}")
-        return oauth_server.public(record)
+        return oauth_clients.public(record)
 
     @router.patch("/clients/{client_id}", summary="Change a client's scopes, tier or metadata")
     async def update(client_id: str, changes: ClientFields) -> dict[str, Any]:
@@ -207,14 +208,14 @@ def _oauth_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
         record = await clients.update(client_id, data)
         if record is None:
             raise HTTPException(404, f"no client {client_id}")
-        return oauth_server.public(record)
+        return oauth_clients.public(record)
 
     @router.delete("/clients/{client_id}", summary="Revoke a client and refuse its tokens")
     async def revoke(client_id: str) -> dict[str, Any]:
         record = await clients.revoke(client_id)
         if record is None:
             raise HTTPException(404, f"no client {client_id}")
-        return oauth_server.public(record)
+        return oauth_clients.public(record)
 
     @router.post("/keys/rotate", summary="A new signing key; the old stays published")
     async def rotate_keys() -> dict[str, Any]:

@@ -7,7 +7,8 @@ from redis.asyncio import Redis
 
 from contracts.config import Config
 from ingress.auth.apikeys import ApiKeys
-from ingress.auth.oauth_server import AuthorizationServer, OAuthClients
+from ingress.auth.clients import OAuthClients
+from ingress.auth.oauth_server import AuthorizationServer
 from ingress.auth.signing import AccessTokens
 from ingress.auth.store import Store, open_store
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contracts.config import OAuthPolicy
 from contracts.envelope import Principal
 from ingress.auth.apikeys import forbidden, store_unavailable
-from ingress.auth.oauth_server import OAuthClients
+from ingress.auth.clients import OAuthClients
 from ingress.auth.signing import AccessTokens
 from ingress.auth.store import StoreUnavailable
 from ingress.policies.base import RequestContext, Verdict
