@@ -102,6 +102,12 @@ class IngressConfig(_Model):
 class AdminConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token every admin call must send (except /healthz and /readyz). "
+        "Unset: no token; keep the admin API on loopback then.",
+    )
 
 
 class When(_Model):
@@ -230,15 +236,53 @@ class RateLimitPolicy(_Model):
     )
 
 
-Policy = Annotated[RateLimitPolicy, Field(discriminator="type")]
+class ApiKeyPolicy(_Model):
+    """Authenticate with an API key issued through the admin API (`/admin/keys`)."""
+
+    type: Literal["api_key"]
+    header: str = Field(
+        "X-API-Key",
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Header carrying the key; `Authorization: ApiKey <key>` works too.",
+    )
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes the key must all hold; else 403."
+    )
+
+
+class OAuthPolicy(_Model):
+    """Authenticate with an access token of the gateway's own authorization server
+    (`auth_server`): signature by its keys, not expired, not revoked."""
+
+    type: Literal["oauth"]
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes the token must all carry; else 403."
+    )
+
+
+Policy = Annotated[RateLimitPolicy | ApiKeyPolicy | OAuthPolicy, Field(discriminator="type")]
 
 
 class StateConfig(_Model):
     url: str | None = Field(
         None,
-        description="redis://host:port/db shares state across ingress nodes; unset: in memory.",
+        description="redis://host:port/db shares state across ingress nodes; unset: in memory "
+        "(credentials: a SQLite file in `dir`).",
     )
     timeout_ms: int = Field(250, ge=1, description="Per Redis call; then the fallback applies.")
+    dir: Path | None = Field(
+        None,
+        description="Where a node without `url` keeps credentials (API keys, OAuth clients, "
+        "signing keys): credentials.db in it. Unset: $XDG_DATA_HOME/relaygate, else "
+        "~/.local/share/relaygate.",
+    )
+    credentials_ttl_ms: int = Field(
+        500,
+        ge=0,
+        le=1000,
+        description="How long a node trusts what it read about a key, client or token: "
+        "a revocation reaches every node within this.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -259,6 +303,42 @@ class CacheOptions(_Model):
         True,
         description="Key requests with Authorization by its hash; false: such requests bypass.",
     )
+
+
+class ApiKeysConfig(_Model):
+    """API keys: issued, rotated and revoked through the admin API."""
+
+    rotation_grace_s: float = Field(
+        86_400,
+        ge=0,
+        description="After a rotation the previous secret keeps working this long.",
+    )
+
+
+class AuthServerConfig(_Model):
+    """The gateway's own OAuth 2.0 authorization server (client credentials grant) for
+    third-party applications: /oauth/token, /oauth/revoke, /oauth/introspect,
+    /.well-known/jwks.json and /.well-known/oauth-authorization-server on the data plane."""
+
+    issuer: str | None = Field(
+        None,
+        description="`iss` of its tokens and base of its endpoint URLs: the public URL of "
+        "the gateway. Unset: http://<ingress.host>:<ingress.port>.",
+    )
+    audience: str | None = Field(None, description="`aud` of its tokens. Unset: the issuer.")
+    token_ttl_s: int = Field(3600, ge=1, le=86_400, description="Access token lifetime.")
+    algorithm: Literal["RS256", "ES256"] = Field(
+        "RS256", description="Signature of access tokens (RS256 verifies fastest)."
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes clients may be given; unset: any. Published as scopes_supported.",
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, issuer: str | None) -> str | None:
+        return None if issuer is None else _http_base_url(issuer)
 
 
 class Route(_Model):
@@ -544,6 +624,10 @@ class Config(BaseSettings):
     )
     tiers: dict[str, Tier] = Field(default_factory=dict)
     caller: CallerConfig = CallerConfig()
+    api_keys: ApiKeysConfig = ApiKeysConfig()
+    auth_server: AuthServerConfig | None = Field(
+        None, description="Set (even to {}) to serve the gateway's OAuth 2.0 endpoints."
+    )
     routes: list[Route] = Field(default_factory=list)
     upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
     workers: list[WorkerSpec] = Field(
@@ -569,6 +653,17 @@ class Config(BaseSettings):
         data = self.model_dump(include={"routes", "upstreams", "policies", "tiers", "caller"})
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
+        if self.auth_server is not None and self.auth_server.issuer is None and self.state.url:
+            problems.append(
+                "auth_server.issuer: set it when state.url shares credentials: each node "
+                "would name itself and refuse the others' tokens"
+            )
+        if self.auth_server is None:
+            problems += [
+                f"{where}.type: an oauth policy needs the auth_server section"
+                for where, policy in _policy_places(data)
+                if policy.get("type") == "oauth"
+            ]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -584,6 +679,8 @@ class Config(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The config as JSON-able data, with credentials in URLs masked."""
         data = self.model_dump(mode="json")
+        if data["admin"]["token"]:
+            data["admin"]["token"] = "***"  # noqa: S105 (a mask)
         for section, key in (("bus", "url"), ("state", "url")):
             if data[section][key]:
                 data[section][key] = redact_url(data[section][key])
@@ -644,11 +741,7 @@ def tier_problems(data: dict[str, Any]) -> list[str]:
     for cidr, tier in (caller.get("networks") or {}).items():
         if tier not in tiers:
             problems.append(f"caller.networks.{cidr}: unknown tier {tier!r}")
-    places = [(f"policies[{i}]", p) for i, p in enumerate(data.get("policies") or [])]
-    for r, route in enumerate(data.get("routes") or []):
-        places += [
-            (f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.get("policies") or [])
-        ]
+    places = _policy_places(data)
     tiers_have_limits = any(t.get("limits") for t in tiers.values())
     for where, policy in places:
         if (
@@ -658,6 +751,16 @@ def tier_problems(data: dict[str, Any]) -> list[str]:
         ):
             problems.append(f"{where}.limits: give limits, or define tiers with limits")
     return problems
+
+
+def _policy_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every policy of the config with its YAML path."""
+    places = [(f"policies[{i}]", p) for i, p in enumerate(data.get("policies") or [])]
+    for r, route in enumerate(data.get("routes") or []):
+        places += [
+            (f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.get("policies") or [])
+        ]
+    return places
 
 
 def redact_url(url: str) -> str:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from contracts.config import Config, redact_url
+from ingress.admin_credentials import install_credentials
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
 
@@ -74,4 +75,5 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
     async def purge_cache(route: str | None = None, path: str | None = None) -> dict[str, int]:
         return {"purged": await app.cache.purge(route, path)}
 
+    install_credentials(admin, app, config)
     return admin

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.config import Config, Policy
+from contracts.config import ApiKeyPolicy, Config, OAuthPolicy, Policy
 from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
@@ -12,7 +12,7 @@ __all__ = ["EdgePolicy", "PolicyState", "RequestContext", "TierResolver", "Verdi
 
 
 class PolicyState:
-    """What policies share across routes and reloads: the limiter stores."""
+    """What policies share across routes and reloads: the limiter and credential stores."""
 
     def __init__(self, config: Config) -> None:
         self.local = MemoryLimiter()
@@ -21,10 +21,29 @@ class PolicyState:
             self.shared = RedisLimiter(
                 config.state.url, timeout_ms=config.state.timeout_ms, prefix=config.bus.prefix
             )
+        # ingress.auth's policies import ingress.policies.base: import them once this
+        # package is initialised.
+        from ingress.auth.credentials import Credentials
+
+        self.credentials = Credentials(config, self.shared.redis if self.shared else None)
 
     def build(self, config: Config, specs: list[Policy]) -> tuple[EdgePolicy, ...]:
-        return tuple(RateLimit(spec, config, self.shared, self.local) for spec in specs)
+        return tuple(self._policy(config, spec) for spec in specs)
+
+    def _policy(self, config: Config, spec: Policy) -> EdgePolicy:
+        from ingress.auth.apikeys import ApiKeyAuth
+        from ingress.auth.oauth_policy import OAuthAuth
+
+        credentials = self.credentials
+        if isinstance(spec, ApiKeyPolicy):
+            return ApiKeyAuth(spec, credentials.api_keys)
+        if isinstance(spec, OAuthPolicy):
+            if credentials.tokens is None:  # auth_server added by a reload: needs a restart
+                raise ValueError("an oauth policy needs auth_server (set at startup)")
+            return OAuthAuth(spec, credentials.tokens, credentials.clients)
+        return RateLimit(spec, config, self.shared, self.local)
 
     async def aclose(self) -> None:
+        await self.credentials.aclose()
         if self.shared is not None:
             await self.shared.aclose()

@@ -1,0 +1,1 @@
+"""Authentication at the edge: credentials, their stores, and the policies that check them."""
