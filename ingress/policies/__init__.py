@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.config import Config, Policy
+from contracts.config import Config, IntrospectionPolicy, JwtPolicy, Policy
 from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
@@ -12,10 +12,15 @@ __all__ = ["EdgePolicy", "PolicyState", "RequestContext", "TierResolver", "Verdi
 
 
 class PolicyState:
-    """What policies share across routes and reloads: the limiter stores."""
+    """What policies share across routes and reloads: the limiter stores, the
+    authentication state (key sets, token caches, HTTP session)."""
 
     def __init__(self, config: Config) -> None:
         self.local = MemoryLimiter()
+        # Imported here: the auth policies build on ingress.policies.base themselves.
+        from ingress.auth import AuthState
+
+        self.auth = AuthState()
         self.shared: RedisLimiter | None = None
         if config.state.url is not None:
             self.shared = RedisLimiter(
@@ -23,8 +28,16 @@ class PolicyState:
             )
 
     def build(self, config: Config, specs: list[Policy]) -> tuple[EdgePolicy, ...]:
-        return tuple(RateLimit(spec, config, self.shared, self.local) for spec in specs)
+        return tuple(self._build(config, spec) for spec in specs)
+
+    def _build(self, config: Config, spec: Policy) -> EdgePolicy:
+        if isinstance(spec, JwtPolicy):
+            return self.auth.jwt(config, spec)
+        if isinstance(spec, IntrospectionPolicy):
+            return self.auth.introspection(config, spec)
+        return RateLimit(spec, config, self.shared, self.local)
 
     async def aclose(self) -> None:
+        await self.auth.aclose()
         if self.shared is not None:
             await self.shared.aclose()
