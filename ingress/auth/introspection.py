@@ -9,6 +9,7 @@ token may be fine) and never a 500."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -46,10 +47,11 @@ class Introspector:
         self.timeout = aiohttp.ClientTimeout(total=spec.timeout_ms / 1000)
         secret = spec.client_secret.get_secret_value()
         self.form: dict[str, str] = {}
-        self.auth: aiohttp.BasicAuth | None = None
+        self.headers = {"accept": "application/json"}
         if spec.auth_method == "client_secret_basic":
             # RFC 6749 §2.3.1: form-encode both before Basic.
-            self.auth = aiohttp.BasicAuth(quote(spec.client_id, safe=""), quote(secret, safe=""))
+            pair = f"{quote(spec.client_id, safe='')}:{quote(secret, safe='')}"
+            self.headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             self.form = {"client_id": spec.client_id, "client_secret": secret}
         self.cache_s = spec.cache_s
@@ -92,8 +94,7 @@ class Introspector:
             async with self.session().post(
                 self.url,
                 data={"token": token, "token_type_hint": "access_token", **self.form},
-                auth=self.auth,
-                headers={"accept": "application/json"},
+                headers=self.headers,
                 timeout=self.timeout,
                 allow_redirects=False,
             ) as response:
