@@ -59,7 +59,9 @@ class Introspector:
         self.audience = frozenset(spec.audience)
         self.issuer = spec.issuer
         self.read = ClaimReader(spec.claims, spec.tenant, name)
-        self.answers: ExpiringCache[Identity | bool] = ExpiringCache(spec.max_cached_tokens)
+        # Two caches: a flood of made-up tokens must not push out the active ones.
+        self.active: ExpiringCache[Identity] = ExpiringCache(spec.max_cached_tokens)
+        self.inactive: ExpiringCache[bool] = ExpiringCache(spec.max_cached_tokens)
         self.calls = 0
         self._inflight: dict[bytes, asyncio.Future[Identity | None]] = {}
 
@@ -68,9 +70,11 @@ class Introspector:
         `ServerUnavailable`."""
         key = token_key(token)
         now = time.time()
-        cached = self.answers.get(key, now)
+        cached = self.active.get(key, now)
         if cached is not None:
-            return cached if isinstance(cached, Identity) else None
+            return cached
+        if self.inactive.get(key, now):
+            return None
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -109,9 +113,9 @@ class Introspector:
             raise ServerUnavailable(self.url)
         identity, until = self._judge(answer, now)
         if identity is None:
-            self.answers.put(key, False, now + self.negative_cache_s)
+            self.inactive.put(key, True, now + self.negative_cache_s)
         else:
-            self.answers.put(key, identity, until)
+            self.active.put(key, identity, until)
         return identity
 
     def _judge(self, answer: dict[str, Any], now: float) -> tuple[Identity | None, float]:

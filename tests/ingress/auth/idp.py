@@ -141,6 +141,12 @@ class IdentityProvider:
 
     async def _introspect(self, request: web.Request) -> web.Response:
         self.hits["introspect"] += 1
+        form = await request.post()
+        if "client_secret" in form:  # client_secret_post
+            login, password = str(form.get("client_id")), str(form["client_secret"])
+            if (login, password) != (CLIENT_ID, CLIENT_SECRET):
+                return web.json_response({"error": "invalid_client"}, status=401)
+            return web.json_response(self.tokens.get(str(form.get("token")), {"active": False}))
         given = request.headers.get("Authorization", "")
         try:
             login, _, password = (
@@ -150,7 +156,6 @@ class IdentityProvider:
             login = password = ""
         if (unquote(login), unquote(password)) != (CLIENT_ID, CLIENT_SECRET):
             return web.json_response({"error": "invalid_client"}, status=401)
-        form = await request.post()
         answer = self.tokens.get(str(form.get("token")), {"active": False})
         return web.json_response(answer)
 

@@ -50,11 +50,13 @@ def _config(idp: IdentityProvider) -> dict[str, Any]:
         "authorization_servers": {
             "as": _server(idp),
             "misconfigured": _server(idp, secret="wrong"),
+            "form": {**_server(idp), "auth_method": "client_secret_post"},
         },
         "routes": [
             route("orders", "as"),
             route("refunds", "as", scopes=["orders:refund"]),
             route("wrong-secret", "misconfigured"),
+            route("form", "form"),
         ],
     }
 
@@ -107,6 +109,10 @@ async def test_an_active_token_passes_with_its_principal_and_is_cached(
         assert idp.hits["introspect"] == 1
         status, principal, _ = await _call(session, gw, "/orders", "client-only")
         assert (status, principal["subject"]) == (200, "batch-job")
+        status, principal, _ = await _call(
+            session, gw, "/form", "active-1"
+        )  # credentials in the form
+        assert (status, principal["subject"]) == (200, "bob")
 
 
 async def test_inactive_tokens_are_401_and_remembered_briefly(

@@ -48,6 +48,7 @@ def _config(idp: IdentityProvider) -> dict[str, Any]:
                 "jwks_url": f"{idp.url}/jwks",
                 "typ": ["at+jwt"],
                 "leeway_s": 5,
+                "required_claims": ["iat"],
                 "claims": {"tenant": "tid"},
             },
             "other": {
@@ -167,6 +168,7 @@ def corpus(idp: IdentityProvider) -> dict[str, str]:
     tokens["nbf in the future"] = sign(claims(nbf=now + 3600), key)
     tokens["iat in the future"] = sign(claims(iat=now + 3600, nbf=None), key)
     tokens["exp missing"] = sign(claims(exp=None), key)
+    tokens["required iat missing"] = sign(claims(iat=None), key)
     tokens["exp not a number"] = sign(claims(exp="tomorrow"), key)
     tokens["wrong aud"] = sign(claims(aud="billing-api"), key)
     tokens["aud list without ours"] = sign(claims(aud=["billing-api", "x"]), key)
