@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,24 +122,27 @@ class Introspector:
     def _judge(self, answer: dict[str, Any], now: float) -> tuple[Identity | None, float]:
         if answer.get("active") is not True:
             return None, 0.0
-        exp = answer.get("exp")
-        if isinstance(exp, int | float) and exp <= now:
+        exp, nbf = answer.get("exp"), answer.get("nbf")
+        if exp is not None and not (_number(exp) and exp > now):
             return None, 0.0
-        nbf = answer.get("nbf")
-        if isinstance(nbf, int | float) and nbf > now:
+        if nbf is not None and not (_number(nbf) and nbf <= now):
             return None, 0.0
         if self.issuer is not None and answer.get("iss") != self.issuer:
             return None, 0.0
         if self.audience:
             aud = answer.get("aud")
-            auds = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-            if not auds & self.audience:
+            auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+            if not any(isinstance(a, str) and a in self.audience for a in auds):
                 return None, 0.0
         identity = self.read(answer)
         until = now + self.cache_s
-        if isinstance(exp, int | float):
+        if exp is not None:
             until = min(until, float(exp))
         return identity, until
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class IntrospectionAuth:

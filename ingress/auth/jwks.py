@@ -69,7 +69,7 @@ def bind(jwk: dict[str, Any], allowed: Iterable[str]) -> list[PyJWK]:
     for algorithm in sorted(algorithms):
         try:
             keys.append(PyJWK(jwk, algorithm=algorithm))
-        except PyJWTError as exc:
+        except (PyJWTError, TypeError, ValueError, KeyError) as exc:  # a malformed key
             log.warning("skipping key %r: %s", jwk.get("kid"), exc)
     return keys
 
@@ -203,7 +203,7 @@ class JwksCache:
                     keys += bind(entry, self.algorithms)
             if not keys:
                 raise ValueError(f"no key usable with {', '.join(self.algorithms)}")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as exc:
             kept = f"keeping {len(self.ring)} cached key(s)" if self.ring else "no keys cached"
             log.warning("key set %s: fetch failed (%s); %s", self.url, exc or repr(exc), kept)
             return

@@ -112,6 +112,7 @@ class IdentityProvider:
     keys: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
+    jwks_raw: bytes | None = None  # when set, /jwks answers this instead of `keys`
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -137,6 +138,8 @@ class IdentityProvider:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.hits["jwks"] += 1
+        if self.jwks_raw is not None:
+            return web.Response(body=self.jwks_raw, content_type="application/json")
         return web.json_response({"keys": self.keys})
 
     async def _introspect(self, request: web.Request) -> web.Response:

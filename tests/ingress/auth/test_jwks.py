@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from contracts.config import Config
@@ -127,6 +128,27 @@ async def test_known_keys_keep_working_while_the_provider_is_down(
         assert (status, body["type"].rsplit("/", 1)[1]) == (401, "unauthenticated")
         status, _ = await _status(session, gw, sign(claims(sub="gina"), rsa_key("idp")))
         assert status == 200
+
+
+async def test_a_broken_key_set_keeps_the_cached_keys_and_bad_keys_are_skipped(
+    idp: IdentityProvider, gw: Gateway
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        assert (await _status(session, gw, sign(claims(), rsa_key("idp"))))[0] == 200
+        for broken in (b"<html>oops</html>", b'{"keys": "none"}', b'{"keys": [{"kty": "RSA"}]}'):
+            idp.jwks_raw = broken
+            await asyncio.sleep(REFRESH_S)
+            stranger = sign(claims(), rsa_key("idp-2"), kid="k2")
+            assert (await _status(session, gw, stranger))[0] == 401  # fetched, unusable
+            status, _ = await _status(session, gw, sign(claims(sub=str(broken)), rsa_key("idp")))
+            assert status == 200
+        good = public_jwk(rsa_key("idp-2"), "k2")
+        bad = {"kty": "RSA", "kid": "bad", "n": 5, "e": "AQAB"}
+        idp.jwks_raw = orjson.dumps({"keys": [bad, {"kty": "EC", "crv": "P-256"}, good]})
+        await asyncio.sleep(REFRESH_S)
+        status, _ = await _status(session, gw, sign(claims(), rsa_key("idp-2"), kid="k2"))
+        assert status == 200
+        assert idp.hits["jwks"] == 5
 
 
 async def test_no_key_set_yet_and_the_provider_down_is_503_until_it_is_back(
