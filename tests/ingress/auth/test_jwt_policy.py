@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ from tests.ingress.auth.idp import (
     rsa_key,
     sign,
 )
-from tests.support.gateway import write_config
+from tests.support.gateway import IngressNode, RelaygateRole, stop_all, write_config
 from tests.support.processes import NatsServer
 
 pytestmark = pytest.mark.nats
@@ -268,3 +269,34 @@ def test_config_errors_name_their_yaml_path(tmp_path: Any) -> None:
     assert "routes[0].policies[1].server: unknown authorization server 'as'" in text
     assert "issuers.b.issuer: 'https://idp.test/' is also issuer 'a'" in text
     assert Config(issuers={"a": issuer}, routes=[{**route, "policies": [{"type": "jwt"}]}])
+
+
+@pytest.mark.e2e
+async def test_relaygate_ingress_checks_jwts_from_its_config_file(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The same policy in `relaygate ingress` as a user runs it, with an echo worker."""
+    async with identity_provider() as idp:
+        idp.keys = [public_jwk(rsa_key("idp"), "k1")]
+        config = {**_config(idp), "bus": {"url": nats_server.url, "prefix": "auth-e2e"}}
+        config["routes"] = [_route("orders", topic="echo", scopes=["orders:read"])]
+        config_file = write_config(tmp_path / "auth.yaml", config)
+        worker = RelaygateRole(tmp_path, "worker", config_file, ["worker", "echo"])
+        node = IngressNode(tmp_path, "ingress", config_file)
+        processes: list[RelaygateRole] = [worker, node]
+        try:
+            for process in processes:
+                process.start()
+            await asyncio.to_thread(lambda: [p.wait_ready() for p in processes])
+            async with aiohttp.ClientSession() as session:
+                token = sign(claims(sub="zoe"), rsa_key("idp"))
+                headers = {"Authorization": f"Bearer {token}"}
+                async with session.get(f"{node.url}/orders", headers=headers) as response:
+                    assert response.status == 200
+                    assert (await response.json())["principal"] == "zoe"
+                async with session.get(f"{node.url}/orders") as response:
+                    assert response.status == 401
+                    assert response.headers["WWW-Authenticate"] == 'Bearer realm="relaygate"'
+            assert idp.hits["jwks"] == 1
+        finally:
+            stop_all(processes)
