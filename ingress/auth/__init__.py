@@ -33,9 +33,7 @@ class AuthState:
     def session(self) -> aiohttp.ClientSession:
         """Created on first use, inside the running loop."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), raise_for_status=False
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         return self._session
 
     def _configure(self, config: Config) -> JwtVerifier:
@@ -47,10 +45,9 @@ class AuthState:
             self.introspectors = {}
             for name, spec in config.authorization_servers.items():
                 kept = old.get(name)
-                same = kept is not None and kept.spec == spec
-                self.introspectors[name] = (
-                    kept if same and kept else Introspector(name, spec, self.session)
-                )
+                if kept is None or kept.spec != spec:  # unchanged: its answers stay cached
+                    kept = Introspector(name, spec, self.session)
+                self.introspectors[name] = kept
         return self._verifier
 
     def jwt(self, config: Config, spec: JwtPolicy) -> JwtAuth:

@@ -136,7 +136,6 @@ class JwksCache:
         self,
         spec: JwtIssuer,
         session: Callable[[], aiohttp.ClientSession],
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert spec.jwks_url is not None
         self.url = spec.jwks_url
@@ -145,11 +144,9 @@ class JwksCache:
         self.max_age_s = spec.jwks_max_age_s
         self.timeout = aiohttp.ClientTimeout(total=spec.jwks_timeout_ms / 1000)
         self.session = session
-        self.clock = clock
         self.ring: KeyRing | None = None
         self.fetched_at = float("-inf")  # last success
         self.attempted_at = float("-inf")  # last try, successful or not
-        self.fetches = 0
         self._inflight: asyncio.Task[None] | None = None
 
     async def find(self, kid: str | None, algorithm: str) -> list[PyJWK]:
@@ -157,7 +154,7 @@ class JwksCache:
         set (at most once per interval) when the kid is unknown. `KeysUnavailable` when
         there has never been a key set to look in."""
         ring = self.ring
-        now = self.clock()
+        now = time.monotonic()
         if ring is not None:
             keys = ring.find(kid, algorithm)
             if keys:
@@ -177,7 +174,7 @@ class JwksCache:
     def _start(self) -> asyncio.Task[None]:
         """One fetch at a time: callers that come while it runs wait for the same one."""
         if self._inflight is None:
-            self.attempted_at = self.clock()
+            self.attempted_at = time.monotonic()
             self._inflight = asyncio.get_running_loop().create_task(self._fetch())
             self._inflight.add_done_callback(self._done)
         return self._inflight
@@ -186,7 +183,6 @@ class JwksCache:
         self._inflight = None
 
     async def _fetch(self) -> None:
-        self.fetches += 1
         try:
             async with self.session().get(
                 self.url, timeout=self.timeout, allow_redirects=False
@@ -208,7 +204,7 @@ class JwksCache:
             log.warning("key set %s: fetch failed (%s); %s", self.url, exc or repr(exc), kept)
             return
         self.ring = KeyRing(keys)
-        self.fetched_at = self.clock()
+        self.fetched_at = time.monotonic()
         log.info("key set %s: %d key(s)", self.url, len(keys))
 
     async def aclose(self) -> None:
