@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -260,7 +268,189 @@ class OAuthPolicy(_Model):
     )
 
 
-Policy = Annotated[RateLimitPolicy | ApiKeyPolicy | OAuthPolicy, Field(discriminator="type")]
+JwsAlgorithm = Literal[
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+    "HS256",
+    "HS384",
+    "HS512",
+]
+
+
+class ClaimMapping(_Model):
+    """Which claims (of a JWT, or of an introspection answer) fill the principal. A name
+    is looked up as is, then as a dotted path (`realm_access.roles`); for lists, the
+    first claim present wins. A string value of `roles` or `scopes` is split on spaces."""
+
+    subject: list[str] = Field(
+        default_factory=lambda: ["sub", "client_id"],
+        min_length=1,
+        description="Claims naming the subject; a token without any of them is refused.",
+    )
+    tenant: str | None = Field(None, description="Claim naming the tenant.")
+    roles: list[str] = Field(default_factory=lambda: ["roles"], description="Role claims.")
+    scopes: list[str] = Field(
+        default_factory=lambda: ["scope", "scp"],
+        description="Scope claims: space-separated `scope` (RFC 8693) or a `scp` list.",
+    )
+    tier: str | None = Field(None, description="Claim naming the caller's tier.")
+
+
+class StaticKey(_Model):
+    """A verification key given in the config: a PEM public key or certificate, or a JWK."""
+
+    kid: str | None = Field(
+        None, description="Key id tokens name in `kid`; a key without one matches any kid."
+    )
+    pem: str | None = Field(None, description="PEM public key or X.509 certificate.")
+    jwk: dict[str, Any] | None = Field(None, description="A public JWK (RFC 7517), or `oct`.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> StaticKey:
+        if (self.pem is None) == (self.jwk is None):
+            raise ValueError("give either `pem` or `jwk`")
+        if self.pem is not None:
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            data = self.pem.encode()
+            try:
+                if b"CERTIFICATE" in data:
+                    x509.load_pem_x509_certificate(data)
+                else:
+                    load_pem_public_key(data)
+            except ValueError as exc:
+                raise ValueError(f"pem: not a PEM public key or certificate ({exc})") from None
+        elif self.jwk is not None and not isinstance(self.jwk.get("kty"), str):
+            raise ValueError("jwk: a JWK needs `kty`")
+        return self
+
+
+class JwtIssuer(_Model):
+    """An identity provider whose JWTs the ingress accepts. The accepted algorithms come
+    from here, never from the token."""
+
+    issuer: str = Field(description="The exact `iss` of its tokens; it also selects the issuer.")
+    audience: list[str] = Field(min_length=1, description="Tokens must name one of these in `aud`.")
+    algorithms: list[JwsAlgorithm] = Field(
+        default_factory=lambda: list[JwsAlgorithm](["RS256"]),
+        min_length=1,
+        description="Accepted `alg` values.",
+    )
+    jwks_url: str | None = Field(None, description="Where its JSON Web Key Set is served.")
+    keys: list[StaticKey] = Field(
+        default_factory=list, description="Keys given here (with or without `jwks_url`)."
+    )
+    jwks_refresh_s: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="A token naming an unknown `kid` refetches the key set at most this often.",
+    )
+    jwks_max_age_s: float = Field(
+        600.0, gt=0, description="Keys are refetched in the background after this age."
+    )
+    jwks_timeout_ms: int = Field(2_000, ge=1, description="Per key-set fetch.")
+    leeway_s: float = Field(30.0, ge=0, le=600, description="Clock skew allowed on exp/nbf/iat.")
+    typ: list[str] = Field(
+        default_factory=list,
+        description="Accepted `typ` header values (case-insensitive, `application/` optional), "
+        "e.g. [at+jwt, JWT]; empty: any or none.",
+    )
+    required_claims: list[str] = Field(
+        default_factory=list, description="Claims every token must carry (`exp` always is)."
+    )
+    claims: ClaimMapping = ClaimMapping()
+    tenant: str | None = Field(None, description="Tenant of its principals without a tenant claim.")
+    cache_s: float = Field(
+        60.0, ge=0, le=3_600, description="A verified token is reused this long (at most to exp)."
+    )
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, url: str | None) -> str | None:
+        return None if url is None else _http_url(url)
+
+    @model_validator(mode="after")
+    def _keys_and_algorithms(self) -> JwtIssuer:
+        if self.jwks_url is None and not self.keys:
+            raise ValueError("give `jwks_url` or `keys`")
+        hmac = {a for a in self.algorithms if a.startswith("HS")}
+        if hmac and len(hmac) != len(self.algorithms):
+            raise ValueError("do not mix HS* with public-key algorithms in one issuer")
+        return self
+
+
+class AuthorizationServer(_Model):
+    """An OAuth 2.0 authorization server whose opaque tokens the ingress checks with
+    token introspection (RFC 7662), authenticating with client credentials."""
+
+    introspection_url: str = Field(description="Its introspection endpoint.")
+    client_id: str
+    client_secret: SecretStr = Field(description="Prefer the RELAYGATE_… environment variable.")
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    timeout_ms: int = Field(2_000, ge=1, description="Per introspection call; then 503.")
+    cache_s: float = Field(
+        60.0, ge=0, le=3_600, description="An active token is reused this long (at most to exp)."
+    )
+    negative_cache_s: float = Field(
+        5.0, ge=0, le=3_600, description="An inactive token is refused this long without asking."
+    )
+    max_cached_tokens: int = Field(10_000, ge=1)
+    audience: list[str] = Field(
+        default_factory=list, description="When set, `aud` must name one of these."
+    )
+    issuer: str | None = Field(None, description="When set, `iss` must equal it.")
+    claims: ClaimMapping = ClaimMapping(subject=["sub", "username", "client_id"])
+    tenant: str | None = Field(None, description="Tenant of its principals without a tenant claim.")
+
+    @field_validator("introspection_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return _http_url(url)
+
+
+class _BearerPolicy(_Model):
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes the token must all carry (else 403)."
+    )
+    roles: list[str] = Field(
+        default_factory=list, description="The token must carry one of these roles (else 403)."
+    )
+    realm: str = Field("relaygate", pattern=r'^[^"\\]*$', description="In WWW-Authenticate.")
+    optional: bool = Field(
+        False,
+        description="No bearer token: pass unauthenticated (a later policy may authenticate).",
+    )
+    max_token_bytes: int = Field(8_192, ge=64, description="Longer tokens are refused.")
+
+
+class JwtPolicy(_BearerPolicy):
+    """Bearer JWTs verified at the edge against the keys of configured `issuers`."""
+
+    type: Literal["jwt"]
+    issuers: list[str] | None = Field(None, description="Names in `issuers`; unset: all of them.")
+
+
+class IntrospectionPolicy(_BearerPolicy):
+    """Opaque bearer tokens checked with an authorization server (RFC 7662)."""
+
+    type: Literal["introspection"]
+    server: str = Field(description="A name in `authorization_servers`.")
+
+
+Policy = Annotated[
+    RateLimitPolicy | JwtPolicy | IntrospectionPolicy | ApiKeyPolicy | OAuthPolicy,
+    Field(discriminator="type"),
+]
 
 
 class StateConfig(_Model):
@@ -353,11 +543,15 @@ class Route(_Model):
     cache: CacheOptions | None = Field(None, description="Unset: responses are not cached.")
 
 
-def _http_base_url(url: str) -> str:
+def _http_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
-    return url.rstrip("/")
+    return url
+
+
+def _http_base_url(url: str) -> str:
+    return _http_url(url).rstrip("/")
 
 
 class UpstreamInstance(_Model):
@@ -630,6 +824,13 @@ class Config(BaseSettings):
     )
     routes: list[Route] = Field(default_factory=list)
     upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
+    issuers: dict[str, JwtIssuer] = Field(
+        default_factory=dict, description="Identity providers whose JWTs `jwt` policies accept."
+    )
+    authorization_servers: dict[str, AuthorizationServer] = Field(
+        default_factory=dict,
+        description="OAuth 2.0 servers that `introspection` policies ask about opaque tokens.",
+    )
     workers: list[WorkerSpec] = Field(
         default_factory=list,
         description="What `relaygate up` starts; a routing worker is added when upstream "
@@ -653,6 +854,7 @@ class Config(BaseSettings):
         data = self.model_dump(include={"routes", "upstreams", "policies", "tiers", "caller"})
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
+        problems += auth_problems(data, self.issuers, set(self.authorization_servers))
         if self.auth_server is not None and self.auth_server.issuer is None and self.state.url:
             problems.append(
                 "auth_server.issuer: set it when state.url shares credentials: each node "
@@ -761,6 +963,36 @@ def _policy_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             (f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.get("policies") or [])
         ]
     return places
+
+
+def auth_problems(
+    data: dict[str, Any], issuers: dict[str, JwtIssuer], servers: set[str]
+) -> list[str]:
+    """`jwt` and `introspection` policies must name issuers and servers that exist; one
+    `iss` value names one issuer (it selects the keys)."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name, issuer in issuers.items():
+        if issuer.issuer in seen:
+            problems.append(
+                f"issuers.{name}.issuer: {issuer.issuer!r} is also issuer {seen[issuer.issuer]!r}"
+            )
+        seen[issuer.issuer] = name
+    places = _policy_places(data)
+    for where, policy in places:
+        if policy.get("type") == "jwt":
+            if not issuers:
+                problems.append(f"{where}: a jwt policy needs `issuers` defined at the top level")
+            for j, name in enumerate(policy.get("issuers") or []):
+                if name not in issuers:
+                    known = ", ".join(sorted(issuers)) or "none defined"
+                    problems.append(f"{where}.issuers[{j}]: unknown issuer {name!r} ({known})")
+        elif policy.get("type") == "introspection" and policy.get("server") not in servers:
+            known = ", ".join(sorted(servers)) or "none defined"
+            problems.append(
+                f"{where}.server: unknown authorization server {policy.get('server')!r} ({known})"
+            )
+    return problems
 
 
 def redact_url(url: str) -> str:

@@ -1,8 +1,15 @@
-"""Edge policies, built once per config: `build_chain(config, specs)` -> policies in order."""
+"""Edge policies, built once per config: `PolicyState.build(config, specs)` -> policies in order."""
 
 from __future__ import annotations
 
-from contracts.config import ApiKeyPolicy, Config, OAuthPolicy, Policy
+from contracts.config import (
+    ApiKeyPolicy,
+    Config,
+    IntrospectionPolicy,
+    JwtPolicy,
+    OAuthPolicy,
+    Policy,
+)
 from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
@@ -12,28 +19,34 @@ __all__ = ["EdgePolicy", "PolicyState", "RequestContext", "TierResolver", "Verdi
 
 
 class PolicyState:
-    """What policies share across routes and reloads: the limiter and credential stores."""
+    """What policies share across routes and reloads: the limiter and credential stores,
+    the authentication state (key sets, token caches, HTTP session)."""
 
     def __init__(self, config: Config) -> None:
+        # Imported here: ingress.auth's policies build on ingress.policies.base themselves.
+        from ingress.auth import AuthState
+        from ingress.auth.credentials import Credentials
+
         self.local = MemoryLimiter()
+        self.auth = AuthState()
         self.shared: RedisLimiter | None = None
         if config.state.url is not None:
             self.shared = RedisLimiter(
                 config.state.url, timeout_ms=config.state.timeout_ms, prefix=config.bus.prefix
             )
-        # ingress.auth's policies import ingress.policies.base: import them once this
-        # package is initialised.
-        from ingress.auth.credentials import Credentials
-
         self.credentials = Credentials(config, self.shared.redis if self.shared else None)
 
     def build(self, config: Config, specs: list[Policy]) -> tuple[EdgePolicy, ...]:
-        return tuple(self._policy(config, spec) for spec in specs)
+        return tuple(self._build(config, spec) for spec in specs)
 
-    def _policy(self, config: Config, spec: Policy) -> EdgePolicy:
+    def _build(self, config: Config, spec: Policy) -> EdgePolicy:
         from ingress.auth.apikeys import ApiKeyAuth
         from ingress.auth.oauth_policy import OAuthAuth
 
+        if isinstance(spec, JwtPolicy):
+            return self.auth.jwt(config, spec)
+        if isinstance(spec, IntrospectionPolicy):
+            return self.auth.introspection(config, spec)
         credentials = self.credentials
         if isinstance(spec, ApiKeyPolicy):
             return ApiKeyAuth(spec, credentials.api_keys)
@@ -44,6 +57,7 @@ class PolicyState:
         return RateLimit(spec, config, self.shared, self.local)
 
     async def aclose(self) -> None:
+        await self.auth.aclose()
         await self.credentials.aclose()
         if self.shared is not None:
             await self.shared.aclose()
