@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from contracts.config import Config, Policy
+from contracts.config import Config, IpRulesPolicy, Policy
 from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
+from ingress.policies.ip_rules import IpRules
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
 from ingress.state.redis_limiter import RedisLimiter
@@ -23,7 +24,12 @@ class PolicyState:
             )
 
     def build(self, config: Config, specs: list[Policy]) -> tuple[EdgePolicy, ...]:
-        return tuple(RateLimit(spec, config, self.shared, self.local) for spec in specs)
+        return tuple(self._policy(config, spec) for spec in specs)
+
+    def _policy(self, config: Config, spec: Policy) -> EdgePolicy:
+        if isinstance(spec, IpRulesPolicy):
+            return IpRules(spec)
+        return RateLimit(spec, config, self.shared, self.local)
 
     async def aclose(self) -> None:
         if self.shared is not None:

@@ -1,0 +1,96 @@
+"""Who the client is behind our own proxies: `Forwarded` / `X-Forwarded-For` are
+believed only from a direct peer in `caller.trusted_proxies`, walked right to left
+past the trusted hops, so that an address a client writes itself is never taken."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_address(text: str) -> Address | None:
+    """An address as proxies write it (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `"::1"`),
+    IPv4-mapped IPv6 as IPv4; None when it is not one (`unknown`, `_hidden`)."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class Networks:
+    """CIDRs, split by IP version so that a lookup compares like with like."""
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+        self.v4 = tuple(n for n in networks if n.version == 4)
+        self.v6 = tuple(n for n in networks if n.version == 6)
+
+    def __bool__(self) -> bool:
+        return bool(self.v4 or self.v6)
+
+    def __contains__(self, address: Address) -> bool:
+        networks: tuple[Network, ...] = self.v4 if address.version == 4 else self.v6
+        return any(address in network for network in networks)
+
+
+class TrustedProxies:
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self.networks = Networks(cidrs)
+
+    def resolve(self, peer: str, scheme: str, headers: list[tuple[str, str]]) -> tuple[str, str]:
+        """(client address, scheme) for a request from `peer`."""
+        address = parse_address(peer)
+        if address is None or address not in self.networks:
+            return peer, scheme
+        forwarded: list[str] = []
+        forwarded_for: list[str] = []
+        proto = None
+        for name, value in headers:
+            if name == "forwarded":
+                forwarded.extend(value.split(","))
+            elif name == "x-forwarded-for":
+                forwarded_for.extend(value.split(","))
+            elif name == "x-forwarded-proto":
+                proto = value.rsplit(",", 1)[-1].strip().lower()
+        if forwarded:
+            hops, proto = _forwarded_elements(forwarded)
+        else:
+            hops = forwarded_for
+        client = address
+        for hop in reversed(hops):
+            parsed = parse_address(hop)
+            if parsed is None:
+                break  # `unknown` or garbage: the nearest proxy is what we know
+            client = parsed
+            if parsed not in self.networks:
+                break
+        if proto not in ("http", "https"):
+            proto = scheme
+        return str(client), proto
+
+
+def _forwarded_elements(elements: list[str]) -> tuple[list[str], str | None]:
+    """RFC 7239: the `for=` of each element, and the `proto=` of the last one."""
+    hops: list[str] = []
+    proto = None
+    for element in elements:
+        proto = None
+        for pair in element.split(";"):
+            key, _, value = pair.strip().partition("=")
+            key = key.lower()
+            if key == "for":
+                hops.append(value)
+            elif key == "proto":
+                proto = value.strip('"').lower()
+    return hops, proto
