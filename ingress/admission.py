@@ -129,13 +129,13 @@ class Admission:
             async with asyncio.timeout(self.timeout_s):
                 admitted = await future
         except BaseException as exc:
-            if future.done() and not future.cancelled() and future.result():
-                if isinstance(exc, TimeoutError):
-                    return  # a slot came with the deadline: take it
-                self.leave()  # cancelled (client gone) after a slot came: give it back
-                raise
-            if not future.done():
-                future.cancel()
+            if future.done() and not future.cancelled():
+                if future.result():  # a slot came with the deadline or the cancellation
+                    if isinstance(exc, TimeoutError):
+                        return  # take it
+                    self.leave()  # the client is gone: give it back
+                    raise
+            else:  # still queued (cancelling the task cancelled the future too)
                 waiters.remove(future)
                 self.queued -= 1
             if isinstance(exc, TimeoutError):
