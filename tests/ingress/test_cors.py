@@ -5,13 +5,15 @@ no CORS headers, and proxied, cached and error responses carry them with Vary.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from contracts.config import ConfigError, load_config
 from tests.support.counting_upstream import CountingUpstream
-from tests.support.gateway import RelaygateUp, admin_stats, running_up
+from tests.support.gateway import RelaygateUp, admin_stats, running_up, write_config
 
 pytestmark = [pytest.mark.nats, pytest.mark.e2e]
 
@@ -189,3 +191,16 @@ def test_a_route_without_cors_forwards_options_as_an_ordinary_request(
     assert response.status_code == 200
     assert _cors_headers(response) == {}
     assert upstream.hits["OPTIONS /plain"] == hits + 1
+
+
+def test_an_origin_with_a_path_is_refused_with_its_yaml_path(tmp_path: Path) -> None:
+    route = {
+        "name": "r",
+        "when": {"path": "/r"},
+        "to": {"type": "worker", "topic": "r"},
+        "cors": {"origins": ["https://app.example.com/path"]},
+    }
+    path = write_config(tmp_path / "bad.yaml", {"routes": [route]})
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert refused.value.problems[0].startswith("routes[0].cors.origins: ")

@@ -8,10 +8,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
+from contracts.config import ConfigError, load_config
 from ingress.forwarded import TrustedProxies
 from tests.support.gateway import (
     RelaygateRole,
@@ -210,3 +212,22 @@ def test_deny_wins_over_allow_and_the_global_list_applies_to_every_route(nodes: 
         assert denied.status_code == 403
         assert "2001:db8:bad::1" in denied.json()["detail"]
     assert _get(f"{nodes.v6}/public", **{"x-forwarded-for": "2001:db8:beef::1"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        ({"type": "ip_rules"}, "policies[0]: give `allow`, `deny` or both"),
+        (
+            {"type": "ip_rules", "deny": ["10.0.0.0/33"]},
+            "policies[0].deny: '10.0.0.0/33' is not a CIDR",
+        ),
+    ],
+)
+def test_bad_rules_are_refused_with_their_yaml_path(
+    tmp_path: Path, policy: dict[str, object], error: str
+) -> None:
+    path = write_config(tmp_path / "bad.yaml", {"policies": [policy]})
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert any(problem.startswith(error) for problem in refused.value.problems), refused.value

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from contracts.config import GATEWAY_CSP
+from contracts.bus.memory import MemoryBus
+from contracts.config import GATEWAY_CSP, Config
+from contracts.topics import Topics
+from ingress.app import IngressApp, Receive, Scope
+from ingress.responses import Send
 from tests.support.counting_upstream import CountingUpstream
 from tests.support.gateway import RelaygateUp, running_up
-
-pytestmark = [pytest.mark.nats, pytest.mark.e2e]
 
 OURS = "default-src 'self'"
 THEIRS = "default-src https://cdn.example"
@@ -77,6 +79,8 @@ def _all(response: httpx.Response, name: str) -> list[str]:
     return response.headers.get_list(name)
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_proxied_response_gets_our_headers_where_the_upstream_sent_none(
     gateway: RelaygateUp,
 ) -> None:
@@ -90,6 +94,8 @@ def test_proxied_response_gets_our_headers_where_the_upstream_sent_none(
     assert "strict-transport-security" not in response.headers  # plain HTTP
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_upstream_headers_are_kept_by_default(gateway: RelaygateUp) -> None:
     response = _get(
         gateway,
@@ -102,6 +108,8 @@ def test_upstream_headers_are_kept_by_default(gateway: RelaygateUp) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_route_override_replaces_the_upstream_header_and_null_removes_one(
     gateway: RelaygateUp,
 ) -> None:
@@ -111,6 +119,8 @@ def test_route_override_replaces_the_upstream_header_and_null_removes_one(
     assert response.headers["referrer-policy"] == "no-referrer"  # the rest from the global
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_cached_response_gets_them_too(gateway: RelaygateUp, upstream: CountingUpstream) -> None:
     first = _get(gateway, "/c/page")
     hits = upstream.total()
@@ -123,6 +133,8 @@ def test_cached_response_gets_them_too(gateway: RelaygateUp, upstream: CountingU
         assert response.headers["x-frame-options"] == "DENY"
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 @pytest.mark.parametrize(("path", "status"), [("/nowhere", 404), ("/slow", 504)])
 def test_problems_get_the_strict_gateway_csp(gateway: RelaygateUp, path: str, status: int) -> None:
     response = (
@@ -137,9 +149,41 @@ def test_problems_get_the_strict_gateway_csp(gateway: RelaygateUp, path: str, st
     assert response.headers["x-frame-options"] == "DENY"
 
 
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_hsts_only_on_requests_that_came_over_tls(gateway: RelaygateUp) -> None:
     for path in ("/p/tls", "/nowhere", "/c/tls"):
         assert _get(gateway, path, tls=True).headers["strict-transport-security"] == HSTS
         assert "strict-transport-security" not in _get(gateway, path).headers
     kept = _get(gateway, "/p/tls", "Strict-Transport-Security: max-age=60", tls=True)
     assert _all(kept, "strict-transport-security") == ["max-age=60"]
+
+
+# ------------------------------------------------------------------ in process
+
+
+async def test_tls_requests_and_the_gateways_own_endpoints_get_them() -> None:
+    """The ingress behind its own TLS (scope scheme https), and an endpoint it serves."""
+    bus = MemoryBus(topics=Topics(), node_id="ingress-1")
+    await bus.connect()
+    app = IngressApp(Config(security_headers={}), bus)
+
+    async def token(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app.endpoints["/oauth/token"] = token
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://gw.test") as client:
+            for path in ("/oauth/token", "/nowhere"):
+                response = await client.get(path)
+                assert response.headers["content-security-policy"] == GATEWAY_CSP
+                assert response.headers["strict-transport-security"] == HSTS
+                assert response.headers["x-content-type-options"] == "nosniff"
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            response = await client.get("/oauth/token")
+            assert response.headers["x-frame-options"] == "DENY"
+            assert "strict-transport-security" not in response.headers
+    finally:
+        await bus.close()
