@@ -443,7 +443,9 @@ class SecurityHeadersOptions(_Model):
 class PerClientRate(_Model):
     """A token bucket per client address, in memory on each node."""
 
-    rate: float = Field(gt=0, description="Requests per second one address may sustain.")
+    rate: float = Field(
+        gt=0, description="Requests per second one address (IPv6: one /64) may sustain."
+    )
     burst: int = Field(ge=1, description="Requests one address may send at once.")
     max_clients: int = Field(
         100_000, ge=1, description="Addresses tracked at once (about 200 bytes each)."

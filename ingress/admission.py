@@ -10,6 +10,7 @@ queue is full."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import math
 import time
@@ -20,8 +21,9 @@ from ingress.request import Refused
 
 
 class ClientRates:
-    """A token bucket per client address, bounded in memory: past `max_clients`, full
-    buckets (idle clients) are forgotten, then the oldest half if that is not enough."""
+    """A token bucket per client address (per /64 for IPv6, which one host may own
+    whole), bounded in memory: past `max_clients`, full buckets (idle clients) are
+    forgotten, then the oldest half if that is not enough."""
 
     def __init__(self, options: PerClientRate) -> None:
         self.rate = options.rate
@@ -31,6 +33,8 @@ class ClientRates:
 
     def take(self, client: str, now: float) -> float:
         """0 when a request of `client` may pass, else the seconds until it may."""
+        if ":" in client:
+            client = _ipv6_prefix(client)
         bucket = self.buckets.get(client)
         if bucket is None:
             if len(self.buckets) >= self.max_clients:
@@ -57,6 +61,13 @@ class ClientRates:
         if len(buckets) >= self.max_clients:
             for key in list(itertools.islice(buckets, len(buckets) // 2 + 1)):
                 del buckets[key]
+
+
+def _ipv6_prefix(client: str) -> str:
+    try:
+        return f"{int(ipaddress.IPv6Address(client)) >> 64:x}::/64"
+    except ValueError:
+        return client
 
 
 class Admission:

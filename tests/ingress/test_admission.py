@@ -105,6 +105,14 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert rates.take("a", 0.1) > 0
 
 
+def test_ipv6_clients_share_a_bucket_per_64() -> None:
+    rates = ClientRates(PerClientRate(rate=1, burst=2))
+    assert rates.take("2001:db8:1:2::1", 0.0) == 0.0
+    assert rates.take("2001:db8:1:2:ffff::9", 0.0) == 0.0
+    assert rates.take("2001:db8:1:2:abcd::7", 0.0) > 0  # same /64: the bucket is empty
+    assert rates.take("2001:db8:1:3::1", 0.0) == 0.0
+
+
 def test_token_bucket_memory_is_bounded() -> None:
     rates = ClientRates(PerClientRate(rate=1, burst=5, max_clients=100))
     for i in range(1_000):
