@@ -23,9 +23,9 @@ class IpRules:
                 return _refused(ctx, "the client address is unknown")
             return _PASS
         if address in self.deny:
-            return _refused(ctx, f"client address {address} is denied")
+            return _refused(ctx, f"client address {address.text} is denied")
         if self.allow and address not in self.allow:
-            return _refused(ctx, f"client address {address} is not allowed")
+            return _refused(ctx, f"client address {address.text} is not allowed")
         return _PASS
 
 
