@@ -192,6 +192,13 @@ class Tier(_Model):
 
     limits: list[Limit] = Field(default_factory=list)
     quota: Quota = Quota()
+    priority: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Admission under overload: higher goes first, may take the reserved "
+        "slots and may displace queued requests of lower tiers. 0: the lowest.",
+    )
 
 
 class CallerConfig(_Model):
@@ -204,18 +211,34 @@ class CallerConfig(_Model):
     networks: dict[str, str] = Field(
         default_factory=dict, description="Client address CIDR -> tier, first match wins."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of your own proxies and load balancers. Only a direct peer in "
+        "these may say who the client is (Forwarded, X-Forwarded-For) and whether it came "
+        "over TLS (X-Forwarded-Proto); unset: the direct peer is the client.",
+    )
 
     @field_validator("networks")
     @classmethod
     def _cidrs(cls, networks: dict[str, str]) -> dict[str, str]:
-        import ipaddress
-
-        for cidr in networks:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+        _check_cidrs(list(networks))
         return networks
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_cidrs(cls, cidrs: list[str]) -> list[str]:
+        return _check_cidrs(cidrs)
+
+
+def _check_cidrs(cidrs: list[str]) -> list[str]:
+    import ipaddress
+
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+    return cidrs
 
 
 _KEY_PART = r"^(consumer|api_key|tenant|client_address|route|header:[A-Za-z0-9-]+)$"
@@ -242,6 +265,30 @@ class RateLimitPolicy(_Model):
         "local",
         description="Redis unreachable: `local` limits per node, `closed` answers 503.",
     )
+
+
+class IpRulesPolicy(_Model):
+    """Client address allow and deny lists (IPv4 and IPv6); 403 when refused. The
+    address is the one `caller.trusted_proxies` makes believable."""
+
+    type: Literal["ip_rules"]
+    allow: list[str] = Field(
+        default_factory=list, description="CIDRs; when given, only addresses in them pass."
+    )
+    deny: list[str] = Field(
+        default_factory=list, description="CIDRs refused; deny wins over allow."
+    )
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        return _check_cidrs(cidrs)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> IpRulesPolicy:
+        if not self.allow and not self.deny:
+            raise ValueError("give `allow`, `deny` or both")
+        return self
 
 
 class ApiKeyPolicy(_Model):
@@ -448,7 +495,7 @@ class IntrospectionPolicy(_BearerPolicy):
 
 
 Policy = Annotated[
-    RateLimitPolicy | JwtPolicy | IntrospectionPolicy | ApiKeyPolicy | OAuthPolicy,
+    RateLimitPolicy | JwtPolicy | IntrospectionPolicy | ApiKeyPolicy | OAuthPolicy | IpRulesPolicy,
     Field(discriminator="type"),
 ]
 
@@ -531,6 +578,179 @@ class AuthServerConfig(_Model):
         return None if issuer is None else _http_base_url(issuer)
 
 
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class CorsOptions(_Model):
+    """Cross-origin requests from browsers; preflights are answered at the ingress."""
+
+    origins: list[str] = Field(
+        min_length=1,
+        description="Allowed origins, exact (https://app.example.com) or '*' for any.",
+    )
+    methods: list[str] | None = Field(
+        None, description="Methods a preflight may ask for; unset: the route's methods."
+    )
+    headers: list[str] = Field(
+        default_factory=list,
+        description="Request headers a preflight may ask for; '*': any.",
+    )
+    expose_headers: list[str] = Field(
+        default_factory=list, description="Response headers scripts may read."
+    )
+    credentials: bool = Field(
+        False, description="Allow cookies and Authorization (the origin is echoed, never '*')."
+    )
+    max_age_s: int = Field(600, ge=0, le=86_400, description="How long a preflight is cached.")
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        out = []
+        for origin in origins:
+            lowered = origin.lower().rstrip("/")
+            if lowered != "*" and not _ORIGIN.match(lowered):
+                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port] or '*'")
+            out.append(lowered)
+        return out
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str] | None) -> list[str] | None:
+        if methods is not None:
+            for method in methods:
+                if not re.fullmatch(r"[A-Za-z]+", method):
+                    raise ValueError(f"{method!r} is not an HTTP method")
+            return [m.upper() for m in methods]
+        return None
+
+    @field_validator("headers", "expose_headers")
+    @classmethod
+    def _header_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name != "*" and not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+        return [name.lower() for name in names]
+
+
+class HeaderRule(_Model):
+    """A response header the gateway sets; a plain string is `{value: ..., mode:
+    keep_upstream}`."""
+
+    value: str = Field(min_length=1, pattern=r"^[\t\x20-\x7e]+$")
+    mode: Literal["keep_upstream", "override"] = Field(
+        "keep_upstream",
+        description="On proxied and cached responses: keep_upstream sets the header only "
+        "when the upstream sent none; override replaces the upstream's.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_string(cls, value: object) -> object:
+        return {"value": value} if isinstance(value, str) else value
+
+
+class HstsOptions(_Model):
+    """Strict-Transport-Security, sent only on requests that came over TLS."""
+
+    max_age_s: int = Field(31_536_000, ge=0)
+    include_subdomains: bool = True
+    preload: bool = False
+    mode: Literal["keep_upstream", "override"] = "keep_upstream"
+
+
+GATEWAY_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+class SecurityHeadersOptions(_Model):
+    """Security headers on every data-plane response. A route's block overrides the
+    global one key by key; null removes a header."""
+
+    content_security_policy: HeaderRule | None = Field(
+        None,
+        description="CSP of proxied and cached responses; unset: the upstream's own, if any.",
+    )
+    gateway_content_security_policy: str | None = Field(
+        GATEWAY_CSP,
+        pattern=r"^[\t\x20-\x7e]+$",
+        description="CSP of responses the gateway writes itself (problems, preflights, "
+        "its own endpoints).",
+    )
+    hsts: HstsOptions | None = Field(
+        HstsOptions(), description="Strict-Transport-Security on TLS requests."
+    )
+    content_type_options: HeaderRule | None = Field(
+        HeaderRule(value="nosniff"), description="X-Content-Type-Options."
+    )
+    referrer_policy: HeaderRule | None = Field(
+        HeaderRule(value="no-referrer"), description="Referrer-Policy."
+    )
+    frame_options: HeaderRule | None = Field(
+        HeaderRule(value="DENY"), description="X-Frame-Options (CSP frame-ancestors' elder)."
+    )
+    headers: dict[str, HeaderRule] = Field(
+        default_factory=dict,
+        description="More headers by name (Permissions-Policy, Cross-Origin-Opener-Policy, …).",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _names(cls, headers: dict[str, HeaderRule]) -> dict[str, HeaderRule]:
+        for name in headers:
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+        return {name.lower(): rule for name, rule in headers.items()}
+
+    def over(self, base: SecurityHeadersOptions | None) -> SecurityHeadersOptions:
+        """This block with the keys it does not set taken from `base`."""
+        if base is None:
+            return self
+        mine = {key: getattr(self, key) for key in self.model_fields_set}
+        return base.model_copy(update=mine)
+
+
+class PerClientRate(_Model):
+    """A token bucket per client address, in memory on each node."""
+
+    rate: float = Field(
+        gt=0, description="Requests per second one address (IPv6: one /64) may sustain."
+    )
+    burst: int = Field(ge=1, description="Requests one address may send at once.")
+    max_clients: int = Field(
+        100_000, ge=1, description="Addresses tracked at once (about 200 bytes each)."
+    )
+
+
+class AdmissionConfig(_Model):
+    """Load shedding at the ingress: past the concurrency limit and a short queue,
+    503 with Retry-After at once, so that admitted requests keep a bounded latency."""
+
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Requests in flight at once on this node; unset: no limit."
+    )
+    max_queue: int = Field(
+        64, ge=0, description="Requests waiting for a slot; past it, 503 at once."
+    )
+    queue_timeout_ms: int = Field(
+        100, ge=1, le=60_000, description="How long a request may wait for a slot."
+    )
+    reserved: int = Field(
+        0, ge=0, description="Slots only callers of a tier with priority > 0 may take."
+    )
+    per_client: PerClientRate | None = Field(
+        None, description="Request rate per client address; 429 past it. Unset: none."
+    )
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> AdmissionConfig:
+        if self.reserved and (
+            self.max_concurrency is None or self.reserved >= self.max_concurrency
+        ):
+            raise ValueError("reserved must be below max_concurrency")
+        return self
+
+
 class Route(_Model):
     name: str = Field(pattern=_ROUTE_NAME)
     when: When
@@ -541,6 +761,10 @@ class Route(_Model):
     timeout_ms: int | None = Field(None, ge=1, description="Unset: ingress.timeout_ms.")
     max_body_bytes: int | None = Field(None, ge=0, description="Unset: ingress.max_body_bytes.")
     cache: CacheOptions | None = Field(None, description="Unset: responses are not cached.")
+    cors: CorsOptions | None = Field(None, description="Unset: no CORS headers, no preflights.")
+    security_headers: SecurityHeadersOptions | None = Field(
+        None, description="Overrides the global security_headers key by key."
+    )
 
 
 def _http_url(url: str) -> str:
@@ -822,6 +1046,10 @@ class Config(BaseSettings):
     auth_server: AuthServerConfig | None = Field(
         None, description="Set (even to {}) to serve the gateway's OAuth 2.0 endpoints."
     )
+    security_headers: SecurityHeadersOptions | None = Field(
+        None, description="Security headers on every data-plane response; unset: none."
+    )
+    admission: AdmissionConfig = AdmissionConfig()
     routes: list[Route] = Field(default_factory=list)
     upstreams: dict[str, HttpUpstream] = Field(default_factory=dict)
     issuers: dict[str, JwtIssuer] = Field(

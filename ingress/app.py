@@ -19,11 +19,22 @@ from contracts.bus import (
 )
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.config import Config
-from contracts.envelope import REQUEST, Envelope, HttpInfo, Principal, new_id, now_ms
+from contracts.envelope import (
+    REQUEST,
+    Envelope,
+    HttpInfo,
+    Principal,
+    first_header,
+    new_id,
+    now_ms,
+)
+from ingress.admission import Admission
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
+from ingress.forwarded import TrustedProxies
 from ingress.policies import PolicyState, RequestContext, TierResolver
+from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
-from ingress.responses import Send, send_problem, send_reply
+from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
 
 log = logging.getLogger("relaygate.ingress")
@@ -47,7 +58,10 @@ class IngressStats:
     too_large: int = 0
     no_responders: int = 0
     timeouts: int = 0
-    shed: int = 0
+    shed: int = 0  # the pending-reply map was full
+    admission_shed: int = 0  # over the concurrency limit and its queue (admission)
+    client_rate_shed: int = 0  # over the per-client request rate (admission)
+    preflights: int = 0  # CORS preflights answered at the ingress
     bus_errors: int = 0
     rejected: int = 0  # by an edge policy
     cache_hits: int = 0  # answered from the response cache, fresh or stale
@@ -66,6 +80,8 @@ class IngressApp:
         self.policy_state = PolicyState(config)  # stores outlive reloads
         self.tiers = TierResolver(config)
         self.table = self._table(config)
+        self.proxies = _proxies(config)
+        self.admission = _admission(config, self.retry_after)
         self.endpoints: dict[str, Endpoint] = {}
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
@@ -81,6 +97,14 @@ class IngressApp:
         self.tiers = TierResolver(config)
         self.table = self._table(config)
         self.retry_after = str(config.ingress.retry_after_s).encode()
+        self.proxies = _proxies(config)
+        admission = _admission(config, self.retry_after)
+        if (
+            admission is None
+            or self.admission is None
+            or admission.settings != self.admission.settings
+        ):
+            self.admission = admission  # requests in flight leave the one they entered
 
     async def aclose(self) -> None:
         await self.policy_state.aclose()
@@ -99,31 +123,123 @@ class IngressApp:
         if self.endpoints:
             endpoint = self.endpoints.get(scope["path"])
             if endpoint is not None:
+                security = self.table.security
+                if security is not None:
+                    send = _adding(send, security.own(scope.get("scheme", "http")))
                 await endpoint(scope, receive, send)
                 return
-        head = read_head(scope, self.bus.pending)
+        head = read_head(scope, self.bus.pending, self.proxies)
+        try:
+            if self.admission is None:
+                await self._serve(head, receive, send)
+            else:
+                await self._admitted(self.admission, head, receive, send)
+        except Refused as problem:
+            await self._problem(send, head, problem, self.table.security)
+
+    async def _admitted(
+        self, admission: Admission, head: RequestHead, receive: Receive, send: Send
+    ) -> None:
+        """Serve within the admission limits (see ingress/admission.py)."""
+        tier = self.tiers(None, head.headers, head.client_ip) if admission.priorities else None
+        try:
+            await admission.enter(head.client_ip, tier)
+        except Refused as refusal:
+            if refusal.status == 429:
+                self.stats.client_rate_shed += 1
+            else:
+                self.stats.admission_shed += 1
+            raise
         try:
             await self._serve(head, receive, send)
-        except Refused as problem:
-            await send_problem(
-                send,
-                problem.status,
-                problem.slug,
-                problem.title,
-                problem.detail,
-                head.cid,
-                instance=head.path,
-                extra_headers=problem.headers,
-            )
+        finally:
+            admission.leave()
+
+    async def _problem(
+        self, send: Send, head: RequestHead, problem: Refused, security: SecurityHeaders | None
+    ) -> None:
+        headers = problem.headers
+        if security is not None:
+            headers = [*headers, *security.own(head.scheme)]
+        await send_problem(
+            send,
+            problem.status,
+            problem.slug,
+            problem.title,
+            problem.detail,
+            head.cid,
+            instance=head.path,
+            extra_headers=headers,
+        )
 
     async def _serve(self, head: RequestHead, receive: Receive, send: Send) -> None:
-        """Route, run the edge policies, read the body, answer from the cache or over
-        the bus. Each step raises `Refused` to answer with a problem instead."""
+        """Answer a CORS preflight, or route and forward. The problems of a routed
+        request carry its route's CORS and security headers."""
+        if head.method == "OPTIONS" and self.table.cors and await self._preflight(head, send):
+            return
         route, params = self._route(head)
+        if route.cors is None and route.security is None:
+            await self._forward(route, params, head, receive, send, [])
+            return
+        cors = route.cors.actual(first_header(head.headers, "origin")) if route.cors else []
+        try:
+            await self._forward(route, params, head, receive, send, list(cors))
+        except Refused as problem:
+            problem.headers = [*problem.headers, *cors]
+            await self._problem(send, head, problem, route.security)
+
+    async def _preflight(self, head: RequestHead, send: Send) -> bool:
+        """Answer an OPTIONS preflight for a route with `cors:` here, without a bus
+        hop; False when it is not one (then it is an ordinary OPTIONS request)."""
+        origin = first_header(head.headers, "origin")
+        method = first_header(head.headers, "access-control-request-method")
+        if origin is None or method is None:
+            return False
+        matched = self.table.match(method, head.hostname, head.path, head.headers)
+        if not isinstance(matched, tuple):
+            return False
+        route = matched[0]
+        cors = route.cors
+        if cors is None:
+            return False
+        self.stats.preflights += 1
+        requested = first_header(head.headers, "access-control-request-headers")
+        headers = cors.preflight(origin, method, requested)
+        if headers is None:
+            self.stats.rejected += 1
+            refusal = Refused(
+                403,
+                "cors-refused",
+                "Cross-origin request refused",
+                f"origin {origin} may not send {method} with headers [{requested or ''}] "
+                f"to route {route.name}",
+            )
+            await self._problem(send, head, refusal, route.security)
+            return True
+        headers.append((b"x-correlation-id", head.cid))
+        if route.security is not None:
+            headers.extend(route.security.own(head.scheme))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return True
+
+    async def _forward(
+        self,
+        route: CompiledRoute,
+        params: dict[str, str],
+        head: RequestHead,
+        receive: Receive,
+        send: Send,
+        extra: Headers,
+    ) -> None:
+        """Run the edge policies, read the body, answer from the cache or over the bus.
+        Each step raises `Refused` to answer with a problem instead; `extra` headers go
+        on the response."""
         principal: Principal | None = None
-        extra: list[tuple[bytes, bytes]] = []
+        rules = route.security.proxied(head.scheme) if route.security is not None else None
         if route.policies:
-            extra, principal = await self._policies(route, head)
+            headers, principal = await self._policies(route, head)
+            extra.extend(headers)
         body = await self._body(route, head, receive)
         envelope = self._envelope(route, params, head, body, principal)
         options = route.route.cache
@@ -142,7 +258,7 @@ class IngressApp:
                         self.cache.refresh_once(
                             cached.key, lambda: self._refresh(route, envelope, key, request)
                         )
-                    await self._send_cached(send, cached, request, head, extra)
+                    await self._send_cached(send, cached, request, head, extra, rules)
                     return
                 extra.append((b"x-cache", b"miss"))
         reply = await self._request(route, envelope)
@@ -160,6 +276,7 @@ class IngressApp:
             head.cid,
             head=head.method == "HEAD",
             extra=extra,
+            rules=rules,
         )
 
     def _route(self, head: RequestHead) -> tuple[CompiledRoute, dict[str, str]]:
@@ -320,12 +437,15 @@ class IngressApp:
         request: dict[str, str],
         head: RequestHead,
         extra: list[tuple[bytes, bytes]],
+        rules: UpstreamRules | None,
     ) -> None:
         self.stats.cache_hits += 1
         headers = [(b"age", str(cached.age_s).encode()), (b"x-cache", cached.state.encode())]
         headers.extend(extra)
         if cached.not_modified(request):
-            await send_reply(send, 304, cached.validators(), b"", head.cid, extra=headers)
+            await send_reply(
+                send, 304, cached.validators(), b"", head.cid, extra=headers, rules=rules
+            )
         else:
             await send_reply(
                 send,
@@ -335,6 +455,7 @@ class IngressApp:
                 head.cid,
                 head=head.method == "HEAD",
                 extra=headers,
+                rules=rules,
             )
 
     async def _refresh(
@@ -372,6 +493,29 @@ class IngressApp:
 
 
 _CONDITIONAL = frozenset({"if-none-match", "if-modified-since"})
+
+
+def _proxies(config: Config) -> TrustedProxies | None:
+    cidrs = config.caller.trusted_proxies
+    return TrustedProxies(cidrs) if cidrs else None
+
+
+def _admission(config: Config, retry_after: bytes) -> Admission | None:
+    options = config.admission
+    if options.max_concurrency is None and options.per_client is None:
+        return None
+    return Admission(options, config.tiers, retry_after)
+
+
+def _adding(send: Send, headers: Headers) -> Send:
+    """`send` with `headers` added to the response start."""
+
+    async def adding(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return adding
 
 
 def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from contracts.bus.pending import PendingReplies
 from contracts.envelope import new_id
+from ingress.forwarded import TrustedProxies
 
 # No dots: the id becomes one token of a NATS subject.
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -33,7 +34,7 @@ class RequestHead:
     method: str
     path: str  # raw, still percent-encoded
     query: str
-    scheme: str
+    scheme: str  # as a trusted proxy saw it, else as uvicorn did
     host: str  # as sent, with the port
     hostname: str  # lower-case, without the port
     headers: list[tuple[str, str]]
@@ -42,16 +43,18 @@ class RequestHead:
     traceparent: str
     tracestate: str | None
     content_length: str | None
-    client: tuple[str, int] | None
-
-    @property
-    def client_ip(self) -> str:
-        return self.client[0] if self.client else ""
+    client: tuple[str, int] | None  # the direct peer
+    client_ip: str  # the client: the peer, or who a trusted proxy says it serves
 
 
-def read_head(scope: MutableMapping[str, Any], pending: PendingReplies) -> RequestHead:
+def read_head(
+    scope: MutableMapping[str, Any],
+    pending: PendingReplies,
+    proxies: TrustedProxies | None = None,
+) -> RequestHead:
     """One pass over the headers. A client's correlation id is kept when it is safe to
-    use and not already in flight; a valid `traceparent` is continued, else one starts."""
+    use and not already in flight; a valid `traceparent` is continued, else one starts.
+    With `proxies`, a trusted peer's Forwarded / X-Forwarded-* name the client."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     host = correlation = traceparent = tracestate = content_length = None
     for name, value in headers:
@@ -71,11 +74,16 @@ def read_head(scope: MutableMapping[str, Any], pending: PendingReplies) -> Reque
         traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
         tracestate = None
     raw_path = scope.get("raw_path")
+    client = scope.get("client")
+    client_ip = client[0] if client else ""
+    scheme = scope.get("scheme", "http")
+    if proxies is not None and client_ip:
+        client_ip, scheme = proxies.resolve(client_ip, scheme, headers)
     return RequestHead(
         method=scope["method"],
         path=raw_path.decode("latin-1") if raw_path else scope["path"],
         query=scope["query_string"].decode("latin-1"),
-        scheme=scope.get("scheme", "http"),
+        scheme=scheme,
         host=host or "",
         hostname=host.rsplit(":", 1)[0].lower() if host else "",
         headers=headers,
@@ -84,5 +92,6 @@ def read_head(scope: MutableMapping[str, Any], pending: PendingReplies) -> Reque
         traceparent=traceparent,
         tracestate=tracestate,
         content_length=content_length,
-        client=scope.get("client"),
+        client=client,
+        client_ip=client_ip,
     )

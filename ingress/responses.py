@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from contracts import problems
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 # Framing and hop-by-hop headers: the ingress frames the body itself.
-_NOT_FORWARDED = frozenset(
+NOT_FORWARDED = frozenset(
     {
         "connection",
         "keep-alive",
@@ -26,6 +28,15 @@ _NOT_FORWARDED = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamRules:
+    """Headers the gateway adds to a worker's (or the cache's) reply, encoded once."""
+
+    drop: frozenset[str]  # not forwarded: framing, and the headers `fixed` replaces
+    fixed: tuple[tuple[bytes, bytes], ...]  # always added
+    defaults: tuple[tuple[str, tuple[bytes, bytes]], ...]  # added unless the reply has one
+
+
 async def send_reply(
     send: Send,
     status: int,
@@ -35,15 +46,22 @@ async def send_reply(
     *,
     head: bool = False,
     extra: list[tuple[bytes, bytes]] | None = None,
+    rules: UpstreamRules | None = None,
 ) -> None:
+    drop = NOT_FORWARDED if rules is None else rules.drop
     raw: list[tuple[bytes, bytes]] = [
         (name.encode("latin-1"), value.encode("latin-1"))
         for name, value in headers
-        if name not in _NOT_FORWARDED
+        if name not in drop
     ]
     raw.append((b"x-correlation-id", correlation_id))
     if extra:
         raw.extend(extra)
+    if rules is not None:
+        raw.extend(rules.fixed)
+        if rules.defaults:
+            sent = {name for name, _ in headers}
+            raw.extend(header for name, header in rules.defaults if name not in sent)
     bodiless = status in (204, 304) or 100 <= status < 200
     if not bodiless:
         length = str(len(body))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from contracts.config import Config, Policy, Route, UpstreamTarget
 from contracts.topics import Topics
 from ingress.policies import EdgePolicy
+from ingress.policies.cors import Cors
+from ingress.policies.security_headers import SecurityHeaders
 
 BuildPolicies = Callable[[list[Policy]], tuple[EdgePolicy, ...]]
 
@@ -42,6 +44,8 @@ class CompiledRoute:
     timeout_ms: int
     max_body_bytes: int
     policies: tuple[EdgePolicy, ...]
+    cors: Cors | None
+    security: SecurityHeaders | None
 
     def host_matches(self, host: str) -> bool:
         if self.host is None:
@@ -55,8 +59,15 @@ class RouteTable:
     def __init__(self, config: Config, build_policies: BuildPolicies | None = None) -> None:
         topics = Topics(config.bus.prefix)
         self.routes: list[CompiledRoute] = []
+        base = config.security_headers
+        # For what no route answers (404, 405) and the gateway's own endpoints.
+        self.security = SecurityHeaders(base) if base is not None else None
+        self.cors = any(route.cors is not None for route in config.routes)
         for route in config.routes:
             when = route.when
+            security = self.security
+            if route.security_headers is not None:
+                security = SecurityHeaders(route.security_headers.over(base))
             host = when.host.lower() if when.host else None
             timeout_ms = route.timeout_ms or config.ingress.timeout_ms
             self.routes.append(
@@ -79,6 +90,8 @@ class RouteTable:
                     policies=build_policies([*config.policies, *route.policies])
                     if build_policies is not None
                     else (),
+                    cors=Cors(route.cors, when.methods) if route.cors is not None else None,
+                    security=security,
                 )
             )
 

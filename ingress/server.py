@@ -44,6 +44,9 @@ def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
             access_log=False,
             log_level="warning",
             server_header=False,
+            # uvicorn would believe X-Forwarded-* from 127.0.0.1; `caller.trusted_proxies`
+            # decides that instead (ingress/forwarded.py).
+            proxy_headers=False,
             backlog=4096,
         )
     )

@@ -6,11 +6,13 @@ from contracts.config import (
     ApiKeyPolicy,
     Config,
     IntrospectionPolicy,
+    IpRulesPolicy,
     JwtPolicy,
     OAuthPolicy,
     Policy,
 )
 from ingress.policies.base import EdgePolicy, RequestContext, TierResolver, Verdict
+from ingress.policies.ip_rules import IpRules
 from ingress.policies.rate_limit import RateLimit
 from ingress.state.limiter import MemoryLimiter
 from ingress.state.redis_limiter import RedisLimiter
@@ -47,6 +49,8 @@ class PolicyState:
             return self.auth.jwt(config, spec)
         if isinstance(spec, IntrospectionPolicy):
             return self.auth.introspection(config, spec)
+        if isinstance(spec, IpRulesPolicy):
+            return IpRules(spec)
         credentials = self.credentials
         if isinstance(spec, ApiKeyPolicy):
             return ApiKeyAuth(spec, credentials.api_keys)
