@@ -1,14 +1,22 @@
 """The relaygate side of the benchmark for one bus: its broker, an ingress node,
-the echo worker (row c) and the routing worker (row d; row h: the same route with the
-response cache on, every request after the first a hit), from a config written here."""
+the echo worker (row c; row r: with a Redis rate limit; row s: with a JWT and an API
+key checked) and the routing worker (row d; row h: the same route with the response
+cache on, every request after the first a hit), from a config written here."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
+import jwt
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.bench.launcher import Launcher, Started, StartFailed, clean_env
 from tests.support.processes import free_port, tansu_command, venv_bin
@@ -26,6 +34,7 @@ class Gateway:
     echo: Started | StartFailed
     routing: Started | StartFailed
     redis: Started | None = None  # NATS only: the state store of the rate-limited route
+    credentials: tuple[str, ...] = ()  # row (s): a JWT and an API key, as headers
 
 
 # A limit no run reaches: the row measures what the Redis decision costs, not 429s.
@@ -37,12 +46,66 @@ RATE_LIMIT = {
 }
 
 
+BENCH_ISSUER = "https://bench.relaygate.invalid/"
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Row (s): an RSA key whose public half the `bench` issuer trusts, and one token
+    it signed (the ingress verifies it once, then serves it from its token cache)."""
+
+    public_pem: str
+    token: str
+
+    @classmethod
+    def new(cls) -> Signer:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_pem = (
+            private.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+        now = int(time.time())
+        claims = {
+            "iss": BENCH_ISSUER,
+            "aud": "relaygate-bench",
+            "sub": "bench-client",
+            "scope": "bench",
+            "iat": now,
+            "exp": now + 86_400,
+        }
+        token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "bench"})
+        return cls(public_pem, token)
+
+
+def create_api_key(admin_url: str) -> str:
+    """One key for route `secured`, issued through the admin API as a user would.
+    Raises OSError or http.client.HTTPException, or ValueError on a refusal."""
+    parts = urlsplit(admin_url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        body = json.dumps({"subject": "bench-client", "routes": ["secured"]})
+        conn.request("POST", "/admin/keys", body=body, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    if response.status != 201 and response.status != 200:
+        raise ValueError(f"POST /admin/keys: HTTP {response.status}: {data[:200]!r}")
+    key: str = json.loads(data)["key"]
+    return key
+
+
 def gateway_config(
     bus_url: str,
     ingress_port: int,
     admin_port: int,
     upstream_port: int,
     redis_url: str | None = None,
+    signer: Signer | None = None,
+    state_dir: Path | None = None,
 ) -> dict[str, object]:
     limited = []
     if redis_url is not None:
@@ -54,9 +117,32 @@ def gateway_config(
                 "policies": [RATE_LIMIT],
             }
         ]
+    secured: list[dict[str, object]] = []
+    issuers: dict[str, object] = {}
+    if signer is not None:
+        issuers = {
+            "bench": {
+                "issuer": BENCH_ISSUER,
+                "audience": ["relaygate-bench"],
+                "algorithms": ["RS256"],
+                "keys": [{"kid": "bench", "pem": signer.public_pem}],
+            }
+        }
+        secured = [
+            {
+                "name": "secured",
+                "when": {"path": "/secured/{p:path}"},
+                "to": {"type": "worker", "topic": "echo"},
+                "policies": [{"type": "jwt", "scopes": ["bench"]}, {"type": "api_key"}],
+            }
+        ]
+    state: dict[str, object] = {"url": redis_url}
+    if state_dir is not None:
+        state["dir"] = str(state_dir)
     return {
         "bus": {"url": bus_url},
-        "state": {"url": redis_url},
+        "state": state,
+        "issuers": issuers,
         "ingress": {"port": ingress_port},
         "admin": {"port": admin_port},
         "routes": [
@@ -77,6 +163,7 @@ def gateway_config(
                 "cache": {"ttl_s": 3600},  # the upstream sends no Cache-Control
             },
             *limited,
+            *secured,
         ],
         "upstreams": {"demo": {"url": f"http://127.0.0.1:{upstream_port}"}},
     }
@@ -131,9 +218,18 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
     ingress_port, admin_port = free_port(), free_port()
     config = workdir / "relaygate.yaml"
+    signer = Signer.new()
     config.write_text(
         yaml.safe_dump(
-            gateway_config(bus_url, ingress_port, admin_port, upstream_port, redis_url),
+            gateway_config(
+                bus_url,
+                ingress_port,
+                admin_port,
+                upstream_port,
+                redis_url,
+                signer,
+                workdir / "state",
+            ),
             sort_keys=False,
         )
     )
@@ -152,13 +248,22 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
     )
     echo = _start_worker(launcher, "echo", config, workdir, ["--topic", "echo"])
     routing = _start_worker(launcher, "routing", config, workdir, [])
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    credentials: tuple[str, ...] = ()
+    try:
+        api_key = create_api_key(admin_url)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        print(f"  row (s) skipped: no API key: {exc}", flush=True)
+    else:
+        credentials = (f"Authorization: Bearer {signer.token}", f"X-API-Key: {api_key}")
     return Gateway(
         bus=bus,
         base_url=f"http://127.0.0.1:{ingress_port}",
-        admin_url=f"http://127.0.0.1:{admin_port}",
+        admin_url=admin_url,
         broker=broker,
         ingress=ingress,
         echo=echo,
         routing=routing,
         redis=redis,
+        credentials=credentials,
     )

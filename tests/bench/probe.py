@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 
@@ -13,26 +14,27 @@ class TargetBroken(RuntimeError):
     """A target did not answer 200 before its run; the message is the symptom."""
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 5.0, headers: Sequence[str] = ()) -> tuple[int, bytes]:
     parts = urlsplit(url)
     if parts.hostname != "127.0.0.1":  # the bench only talks to loopback
         raise ValueError(f"refusing non-loopback URL {url}")
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("GET", parts.path or "/")
+        fields = dict(header.split(": ", 1) for header in headers)
+        conn.request("GET", parts.path or "/", headers=fields)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def wait_until_ok(url: str, timeout: float = 60.0) -> bytes:
+def wait_until_ok(url: str, timeout: float = 60.0, headers: Sequence[str] = ()) -> bytes:
     """The body of the first 200; a worker may still be joining its consumer group."""
     deadline = time.monotonic() + timeout
     symptom = "no answer"
     while time.monotonic() < deadline:
         try:
-            status, body = get(url)
+            status, body = get(url, headers=headers)
         except (OSError, http.client.HTTPException) as exc:
             symptom = f"{type(exc).__name__}: {exc}"
         else:

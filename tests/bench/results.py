@@ -18,10 +18,12 @@ UNLOADED_P50_TARGET_MS = 0.5
 TARGET_BUS = "NATS"
 RATE_LIMIT_TARGET = 0.8  # issue 4: Redis-backed rate limiting keeps >= 0.8 x throughput
 CACHE_HIT_TARGET = 1.5  # issue 4: a cache hit >= 1.5 x the same route uncached
+AUTH_TARGET = 0.85  # issue 3: JWT (cached key) + API key check keep >= 0.85 x throughput
 # Rows compared with another row on the same bus: (r) rate limit on vs (c), (h) cache
-# hit vs (d) the same route uncached.
+# hit vs (d) the same route uncached, (s) JWT + API key vs (c).
 SAME_BUS_TARGETS: tuple[tuple[str, str, float], ...] = (
     ("r", "c", RATE_LIMIT_TARGET),
+    ("s", "c", AUTH_TARGET),
     ("h", "d", CACHE_HIT_TARGET),
 )
 

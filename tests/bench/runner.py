@@ -42,6 +42,7 @@ class Target:
     url: str
     processes: dict[str, Started]
     admin_url: str | None = None
+    headers: tuple[str, ...] = ()  # sent with every request, e.g. credentials
 
 
 class Bench:
@@ -69,10 +70,21 @@ class Bench:
         }
 
     def _wrk(
-        self, url: str, threads: int, connections: int, seconds: int, tag: str
+        self,
+        url: str,
+        threads: int,
+        connections: int,
+        seconds: int,
+        tag: str,
+        headers: tuple[str, ...] = (),
     ) -> tuple[WrkResult, str]:
         command = wrk_command(
-            url, threads=threads, connections=connections, duration_s=seconds, script=self.script
+            url,
+            threads=threads,
+            connections=connections,
+            duration_s=seconds,
+            script=self.script,
+            headers=headers,
         )
         return run_wrk(command, self.logs / f"wrk-{tag}.txt", seconds), shlex.join(command)
 
@@ -87,12 +99,19 @@ class Bench:
         )
         self.results.rows.append(row)
         try:
-            wait_until_ok(target.url)
+            wait_until_ok(target.url, headers=target.headers)
             o = self.options
             self._wait_for_quiet()
             if o.warmup_s:
                 say(f"warming up {name} {o.connections} conns {o.warmup_s}s…")
-                self._wrk(target.url, o.threads, o.connections, o.warmup_s, f"{target.key}-warm")
+                self._wrk(
+                    target.url,
+                    o.threads,
+                    o.connections,
+                    o.warmup_s,
+                    f"{target.key}-warm",
+                    target.headers,
+                )
             for threads, conns in ((o.threads, o.connections), (1, 1)):
                 say(f"running {name} {conns} conn{'s' if conns > 1 else ''} {o.duration_s}s…")
                 row.runs.append(self._measured_run(target, threads, conns))
@@ -118,7 +137,9 @@ class Bench:
         counters = ingress_stats(target.admin_url) if target.admin_url else {}
         before, machine_before = cpu.snapshot(pids), cpu.machine_busy_seconds()
         tag = f"{target.key}-{(target.bus or '').lower()}-{conns}"
-        result, command = self._wrk(target.url, threads, conns, self.options.duration_s, tag)
+        result, command = self._wrk(
+            target.url, threads, conns, self.options.duration_s, tag, target.headers
+        )
         after, machine_after = cpu.snapshot(pids), cpu.machine_busy_seconds()
         # CPU that neither wrk nor the row's processes used: other work skewing this run.
         ours = sum(after.values()) - sum(before.values()) + result.wrk_cpu_s
@@ -221,6 +242,18 @@ class Bench:
                         gateway.base_url + "/limited" + REQUEST_PATH,
                         {**common, "worker": gateway.echo, "redis": gateway.redis},
                         gateway.admin_url,
+                    )
+                )
+            if gateway.credentials:
+                self.measure(
+                    Target(
+                        "s",
+                        bus,
+                        "(c) + JWT (cached key) + API key checked",
+                        gateway.base_url + "/secured" + REQUEST_PATH,
+                        {**common, "worker": gateway.echo},
+                        gateway.admin_url,
+                        gateway.credentials,
                     )
                 )
         if isinstance(gateway.routing, StartFailed):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,13 @@ def write_script(directory: Path) -> Path:
 
 
 def wrk_command(
-    url: str, *, threads: int, connections: int, duration_s: int, script: Path
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: int,
+    script: Path,
+    headers: Sequence[str] = (),
 ) -> list[str]:
     return [
         "wrk",
@@ -63,6 +70,7 @@ def wrk_command(
         f"-c{connections}",
         f"-d{duration_s}s",
         "--latency",
+        *[arg for header in headers for arg in ("-H", header)],
         "-s",
         str(script),
         url,
