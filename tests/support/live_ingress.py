@@ -105,10 +105,15 @@ def exchange(
     tls: ssl.SSLContext | None = None,
 ) -> bytes:
     """Send `raw` on a fresh connection and read until the server closes it or
-    `timeout` passes: everything the server wrote back. Blocking: run it in a thread."""
+    `timeout` passes: everything the server wrote back (nothing if a TLS handshake
+    fails). Blocking: run it in a thread."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     if tls is not None:
-        sock = tls.wrap_socket(sock, server_hostname="localhost")
+        try:
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        except (ssl.SSLError, ConnectionResetError):
+            sock.close()
+            return b""  # the handshake failed: no HTTP exchange at all
     received = b""
     deadline = time.monotonic() + timeout
     with sock:
