@@ -14,10 +14,14 @@ log = logging.getLogger("relaygate.ingress")
 
 
 class Guarded(Protocol):
-    """What the sweep needs of a connection: when it started waiting for the client."""
+    """What the sweep needs of a connection: since when it waits for a request head, and
+    when it last read some body (which counts only while `reading_body`)."""
 
     head_since: float | None
     body_since: float | None
+
+    @property
+    def reading_body(self) -> bool: ...
 
     def timed_out(self, phase: str) -> None: ...
 
@@ -87,7 +91,7 @@ class ConnectionGuard:
                 late.append((connection, "headers"))
                 continue
             body = connection.body_since
-            if body is not None and body < body_cutoff:
+            if body is not None and body < body_cutoff and connection.reading_body:
                 late.append((connection, "body"))
         for connection, phase in late:  # closing changes the set: not while iterating it
             self.timeouts += 1

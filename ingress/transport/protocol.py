@@ -72,7 +72,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self._address: str | None = None
         self._admitted = False
         self._refusal: bytes | None = None
-        self._fields = 0
         self._field_bytes = 0
         self._head_read = 0
         self._hosts = 0
@@ -170,7 +169,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self.head_since is None:
             self.head_since = self.guard.now
-        self._fields = self._field_bytes = self._head_read = self._hosts = 0
+        self._field_bytes = self._head_read = self._hosts = 0
         self._chunked = False
 
     def on_url(self, url: bytes) -> None:
@@ -184,28 +183,22 @@ class GuardedProtocol(HttpToolsProtocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
+        # Counted here, judged once the head is complete: until then `data_received`
+        # bounds what a connection can make the parser buffer.
         self._field_bytes += len(name) + len(value)
-        if self._fields > self.max_header_count or self._field_bytes > self.max_header_bytes:
-            self._refuse(
-                431,
-                "headers-too-large",
-                "Request header fields too large",
-                f"at most {self.max_header_count} header fields and "
-                f"{self.max_header_bytes} bytes of them",
-            )
         name = name.lower()
         # llhttp keeps trailing whitespace, which RFC 9110 §5.5 excludes from the value.
         value = value.rstrip(b" \t")
         if name in _WATCHED:
-            self._watched(name, value)
+            if name == b"host":  # in every request: no call for it
+                self._hosts += 1
+                self._host = value
+            else:
+                self._watched(name, value)
         self.headers.append((name, value))
 
     def _watched(self, name: bytes, value: bytes) -> None:
-        if name == b"host":
-            self._hosts += 1
-            self._host = value.lower()
-        elif name == b"transfer-encoding":
+        if name == b"transfer-encoding":
             # llhttp accepts `gzip, chunked` and would hand us still-encoded bytes.
             if value.lower() != b"chunked":
                 self._refuse(
@@ -223,6 +216,14 @@ class GuardedProtocol(HttpToolsProtocol):
         version = self.parser.get_http_version()
         if version != "1.1" or self._hosts != 1 or self._chunked or self.url[:1] != b"/":
             self._check_head(version)
+        if self._field_bytes > self.max_header_bytes or len(self.headers) > self.max_header_count:
+            self._refuse(
+                431,
+                "headers-too-large",
+                "Request header fields too large",
+                f"at most {self.max_header_count} header fields and "
+                f"{self.max_header_bytes} bytes of them",
+            )
         self.body_since = self.guard.now
         super().on_headers_complete()
 
@@ -255,7 +256,7 @@ class GuardedProtocol(HttpToolsProtocol):
             authority = parsed.host.lower()
             if parsed.port is not None:
                 authority += b":%d" % parsed.port
-        if not authority or authority != self._host:
+        if not authority or authority != self._host.lower():
             self._refuse(
                 400,
                 "bad-request-target",
@@ -267,9 +268,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.body_since = self.guard.now
         super().on_body(body)
 
-    def on_message_complete(self) -> None:
-        self.body_since = None
-        super().on_message_complete()
+    @property
+    def reading_body(self) -> bool:
+        """Whether the request still has body to come (asked by the sweep, not per request)."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not self.transport.is_closing()
 
 
 class TlsGuardedProtocol(GuardedProtocol):
