@@ -104,6 +104,15 @@ class GuardedProtocol(HttpToolsProtocol):
             self.guard.release(self, self._address)
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the transport over and gets its connection_lost:
+        # give the slot back now rather than never.
+        self.head_since = self.body_since = None
+        if self._admitted:
+            self._admitted = False
+            self.guard.release(self, self._address)
+        super().handle_websocket_upgrade()
+
     def timed_out(self, phase: str) -> None:
         """Called by the guard's sweep: the client took too long to send `phase`."""
         transport = self.transport
