@@ -116,6 +116,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def timed_out(self, phase: str) -> None:
         """Called by the guard's sweep: the client took too long to send `phase`."""
         transport = self.transport
+        self.head_since = self.body_since = None  # once: the close takes a loop turn
         if transport.is_closing():
             return
         log.debug("client %s too slow sending the request %s; closing", self.client, phase)

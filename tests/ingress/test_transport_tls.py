@@ -185,7 +185,7 @@ async def test_the_redirect_listener_answers_308_to_https(pki: Pki) -> None:
         bad = await asyncio.to_thread(
             exchange,
             live.redirect_port,
-            b"GET / HTTP/1.1\r\nHost: evil.example\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: evil.example/@x\r\nConnection: close\r\n\r\n",
         )
         assert statuses(bad) == [400]
         assert live.seen == []
