@@ -13,9 +13,14 @@ from ingress.transport.guard import ConnectionGuard
 from ingress.transport.json_depth import check_json_depth
 from ingress.transport.protocol import GuardedProtocol, protocol_class
 from ingress.transport.redirect import HttpsRedirect
-from ingress.transport.tls import CertificateReloader, client_subject, server_context
+from ingress.transport.tls import (
+    CertificateReloader,
+    client_subject,
+    mtls_principal,
+    server_context,
+)
 
-__all__ = ["HttpsRedirect", "Transport", "check_json_depth", "client_subject"]
+__all__ = ["HttpsRedirect", "Transport", "check_json_depth", "client_subject", "mtls_principal"]
 
 
 class Transport:

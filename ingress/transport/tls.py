@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.config import ConfigError, TlsConfig
+from contracts.envelope import Principal
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -162,11 +163,17 @@ def connection_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
 
 
 def client_subject(scope: MutableMapping[str, Any]) -> str | None:
-    """The subject of the verified client certificate of a request's connection, if any:
-    for an `mtls` principal when nothing else authenticated the caller."""
+    """The subject of the verified client certificate of a request's connection, if any."""
     extensions = scope.get("extensions")
     tls = extensions.get("tls") if extensions else None
     return tls.get("client_cert_name") if tls else None
+
+
+def mtls_principal(scope: MutableMapping[str, Any]) -> Principal | None:
+    """The caller as its verified client certificate names it (authmethod `mtls`), for a
+    request nothing else authenticated; None on a connection without one."""
+    subject = client_subject(scope)
+    return Principal(subject=subject, authmethod="mtls") if subject else None
 
 
 def rfc4514_name(subject: tuple[tuple[tuple[str, str], ...], ...]) -> str:

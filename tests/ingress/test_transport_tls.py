@@ -20,11 +20,12 @@ import trustme
 from contracts.config import ConfigError, IngressConfig
 from ingress.app import Receive, Scope
 from ingress.responses import Send
-from ingress.transport import Transport, client_subject
+from ingress.transport import Transport, client_subject, mtls_principal
 from ingress.transport.tls import rfc4514_name
 from tests.support.live_ingress import LiveIngress, exchange, live_ingress, statuses
 from tests.support.pki import ServerFiles, ca_file, client_context, server_cert, server_files
 
+SUBJECT = "CN=orders-service,OU=payments,O=Example\\, Inc."
 CLOSE = b"Host: localhost\r\nConnection: close\r\n\r\n"
 
 
@@ -72,7 +73,14 @@ def _client_cert(ca: trustme.CA) -> trustme.LeafCert:
 
 async def _whoami(scope: Scope, receive: Receive, send: Send) -> None:
     """A data-plane endpoint answering what the scope says about the connection."""
-    body = json.dumps({"scheme": scope["scheme"], "subject": client_subject(scope)}).encode()
+    principal = mtls_principal(scope)
+    body = json.dumps(
+        {
+            "scheme": scope["scheme"],
+            "subject": client_subject(scope),
+            "principal": [principal.subject, principal.authmethod] if principal else None,
+        }
+    ).encode()
     await send(
         {
             "type": "http.response.start",
@@ -115,7 +123,8 @@ async def test_mtls_required_serves_a_trusted_client_and_shows_its_subject(pki: 
         assert statuses(reply) == [200]
         assert _json(reply) == {
             "scheme": "https",
-            "subject": "CN=orders-service,OU=payments,O=Example\\, Inc.",
+            "subject": SUBJECT,
+            "principal": [SUBJECT, "mtls"],
         }
 
 
@@ -135,8 +144,9 @@ async def test_mtls_optional_serves_clients_with_and_without_a_certificate(pki: 
         live.app.endpoints["/whoami"] = _whoami
         anonymous = await _get(live, b"/whoami", client_context(pki.server_ca))
         assert _json(anonymous)["subject"] is None
+        assert _json(anonymous)["principal"] is None
         known = await _get(live, b"/whoami", client_context(pki.server_ca, pki.client))
-        assert _json(known)["subject"] == "CN=orders-service,OU=payments,O=Example\\, Inc."
+        assert _json(known)["subject"] == SUBJECT
         # A certificate that does not verify is refused, not taken as anonymous.
         rogue = await _get(live, b"/whoami", client_context(pki.server_ca, pki.rogue))
         assert statuses(rogue) == []
