@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,31 +35,23 @@ class _Server(uvicorn.Server):
 
 
 def _server(
-    app: Any,
-    host: str,
-    port: int,
-    *,
-    http: str | type[asyncio.Protocol],
-    tls: ssl.SSLContext | None = None,
-    keepalive_s: int = 5,
+    app: Any, host: str, port: int, *, http: str | type[asyncio.Protocol], keepalive_s: int = 5
 ) -> _Server:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="none",  # the CLI installs uvloop before the loop starts
-        http=http,
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        backlog=4096,
-        timeout_keep_alive=keepalive_s,
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="none",  # the CLI installs uvloop before the loop starts
+            http=http,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            backlog=4096,
+            timeout_keep_alive=keepalive_s,
+        )
     )
-    if tls is not None:
-        config.load()  # builds no context of its own: ours is reloaded in place
-        config.ssl = tls
-    return _Server(config)
 
 
 def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_Server]:
@@ -73,7 +64,6 @@ def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_
             ingress.host,
             ingress.port,
             http=transport.protocol,
-            tls=transport.tls_context,
             keepalive_s=keepalive,
         )
     ]

@@ -32,7 +32,6 @@ class Transport:
         self.ingress = ingress
         tls = ingress.tls
         self.guard = ConnectionGuard(ingress.limits)
-        self.protocol: type[GuardedProtocol] = protocol_class(self.guard, tls=tls is not None)
         self.tls_context: ssl.SSLContext | None = None
         self.reloader: CertificateReloader | None = None
         self.redirect_guard: ConnectionGuard | None = None
@@ -42,7 +41,9 @@ class Transport:
             self.reloader = CertificateReloader(self.tls_context, tls)
             if tls.redirect_port is not None:
                 self.redirect_guard = ConnectionGuard(ingress.limits)
-                self.redirect_protocol = protocol_class(self.redirect_guard, tls=False)
+                self.redirect_protocol = protocol_class(self.redirect_guard)
+        # The protocol speaks TLS itself: uvicorn's listener stays plain TCP.
+        self.protocol: type[GuardedProtocol] = protocol_class(self.guard, tls=self.tls_context)
 
     @property
     def scheme(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import MutableMapping
@@ -232,3 +233,52 @@ def test_certificate_subjects_are_written_as_rfc_4514(
     subject: tuple[tuple[tuple[str, str], ...], ...], name: str
 ) -> None:
     assert rfc4514_name(subject) == name
+
+
+def _silent_connection_closed_after(port: int, limit_s: float) -> float:
+    """Connect and say nothing (no ClientHello): seconds until the server hangs up."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(limit_s)
+        try:
+            while sock.recv(4096):
+                pass
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - started
+
+
+async def test_a_client_that_never_finishes_its_handshake_is_cut_off(pki: Pki) -> None:
+    limits = {"header_timeout_s": 0.5}
+    async with live_ingress({"tls": pki.tls(), "limits": limits}) as live:
+        closed_after = await asyncio.to_thread(_silent_connection_closed_after, live.port, 5.0)
+        assert 0.3 <= closed_after < 2.0
+        await asyncio.sleep(0.05)
+        assert live.transport.guard.per_address == {}
+
+
+async def test_connections_still_in_their_handshake_count_against_the_address_cap(
+    pki: Pki,
+) -> None:
+    limits = {"max_connections_per_address": 2}
+    async with live_ingress({"tls": pki.tls(), "limits": limits}) as live:
+        silent = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        assert live.transport.guard.per_address == {"127.0.0.1": 2}
+        trust = client_context(pki.server_ca)
+        assert statuses(await _get(live, b"/echo/refused", trust)) == []
+        for sock in silent:
+            sock.close()
+        await asyncio.sleep(0.1)
+        assert live.transport.guard.per_address == {}
+        assert statuses(await _get(live, b"/echo/admitted", trust)) == [200]
+        # A failed handshake gives its slot back too.
+        plain = await asyncio.to_thread(
+            exchange, live.port, b"GET /echo/plain HTTP/1.1\r\n" + CLOSE, timeout=2.0
+        )
+        assert plain == b""
+        await asyncio.sleep(0.1)
+        assert live.transport.guard.per_address == {}
+        assert live.paths == ["/echo/admitted"]
