@@ -115,7 +115,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.head_since = self.body_since = None
         self._release()
-        super().connection_lost(exc)
+        if self.transport is not None:  # refused ones, and failed handshakes, never served
+            super().connection_lost(exc)
 
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes the transport over and gets its connection_lost:

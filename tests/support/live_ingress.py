@@ -78,7 +78,11 @@ async def live_ingress(
     worker.handler(record)
     await worker.serve(worker_bus)
     servers = data_plane_servers(app, config, transport)
-    transport.start(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    # An exception in a protocol callback is only logged by the loop: make it fail the test.
+    loop_errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+    transport.start(loop)
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     try:
         while not all(server.started for server in servers):
@@ -95,6 +99,8 @@ async def live_ingress(
         await app.aclose()
         await ingress_bus.close()
         await worker_bus.close()
+        loop.set_exception_handler(None)
+    assert not loop_errors, f"errors on the event loop: {loop_errors}"
 
 
 def exchange(
