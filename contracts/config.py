@@ -167,7 +167,9 @@ class IngressConfig(_Model):
         64 * MiB, ge=0, description="Memory bound of the in-memory response cache (LRU)."
     )
     tls: TlsConfig | None = Field(None, description="Unset: the data plane speaks plain HTTP.")
-    limits: IngressLimits = IngressLimits()
+    limits: IngressLimits = Field(
+        IngressLimits(), description="Connection and request-head limits, slow-client timeouts."
+    )
 
 
 class AdminConfig(_Model):
