@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any, cast
 
 from contracts.config import IngressConfig
 from ingress.transport.guard import ConnectionGuard
+from ingress.transport.https import TlsGuardedProtocol
 from ingress.transport.json_depth import check_json_depth
-from ingress.transport.protocol import GuardedProtocol, protocol_class
+from ingress.transport.protocol import GuardedProtocol
 from ingress.transport.redirect import HttpsRedirect
 from ingress.transport.tls import (
     CertificateReloader,
@@ -67,3 +69,22 @@ class Transport:
             self.redirect_guard.close()
         if self.reloader is not None:
             self.reloader.close()
+
+
+def protocol_class(
+    guard: ConnectionGuard, *, tls: ssl.SSLContext | None = None
+) -> type[GuardedProtocol]:
+    """The protocol of one listener, bound to its guard and limits (and TLS context)."""
+    limits = guard.limits
+    attributes: dict[str, Any] = {
+        "guard": guard,
+        "max_header_count": limits.max_header_count,
+        "max_header_bytes": limits.max_header_bytes,
+        "max_url_bytes": limits.max_url_bytes,
+        "max_head_read": 2 * (limits.max_header_bytes + limits.max_url_bytes) + 64 * 1024,
+    }
+    base: type[GuardedProtocol] = GuardedProtocol
+    if tls is not None:
+        base = TlsGuardedProtocol
+        attributes["tls_context"] = tls
+    return cast("type[GuardedProtocol]", type(base.__name__, (base,), attributes))
