@@ -92,6 +92,75 @@ class BusConfig(_Model):
         return url
 
 
+KiB = 1024
+
+
+class TlsConfig(_Model):
+    """HTTPS on the data plane. The certificate and key files are watched: a changed pair is
+    loaded for new handshakes without a restart."""
+
+    cert_file: Path = Field(description="PEM certificate chain, leaf first.")
+    key_file: Path = Field(description="PEM private key of the certificate (unencrypted).")
+    client_auth: Literal["none", "optional", "required"] = Field(
+        "none",
+        description="Mutual TLS: ask clients for a certificate signed by client_ca_file. "
+        "optional: a client without one is served too; required: it is refused.",
+    )
+    client_ca_file: Path | None = Field(
+        None, description="PEM bundle of the CAs that sign client certificates."
+    )
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted.")
+    reload_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="How often the files are checked for changes."
+    )
+    redirect_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also listen for plain HTTP on this port and answer 308 to the https URL.",
+    )
+    public_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The HTTPS port clients see, for redirect URLs; unset: ingress.port.",
+    )
+
+    @model_validator(mode="after")
+    def _client_ca(self) -> TlsConfig:
+        if self.client_auth != "none" and self.client_ca_file is None:
+            raise ValueError(f"client_auth {self.client_auth} needs client_ca_file")
+        return self
+
+
+class IngressLimits(_Model):
+    """Limits the data plane enforces per connection and per request, before any route."""
+
+    max_header_bytes: int = Field(
+        32 * KiB, ge=KiB, description="Request header fields in total (431 past it)."
+    )
+    max_header_count: int = Field(100, ge=8, description="Request header fields (431 past it).")
+    max_url_bytes: int = Field(8 * KiB, ge=256, description="Request target length (414 past it).")
+    max_json_depth: int | None = Field(
+        64, ge=1, description="Nesting of a JSON request body (400 past it); null: not checked."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's headers, then cut off."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest pause between two reads of a request body."
+    )
+    keepalive_timeout_s: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int | None = Field(
+        10_000, ge=1, description="Open client connections per node; null: no cap."
+    )
+    max_connections_per_address: int | None = Field(
+        256, ge=1, description="Open connections from one client IP; null: no cap."
+    )
+
+
 class IngressConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -104,6 +173,10 @@ class IngressConfig(_Model):
     retry_after_s: int = Field(1, ge=1, description="Retry-After on 503 backpressure.")
     cache_max_bytes: int = Field(
         64 * MiB, ge=0, description="Memory bound of the in-memory response cache (LRU)."
+    )
+    tls: TlsConfig | None = Field(None, description="Unset: the data plane speaks plain HTTP.")
+    limits: IngressLimits = Field(
+        IngressLimits(), description="Connection and request-head limits, slow-client timeouts."
     )
 
 

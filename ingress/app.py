@@ -36,6 +36,7 @@ from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
+from ingress.transport import check_json_depth
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -77,6 +78,7 @@ class IngressApp:
         self.stats = IngressStats()
         self.source = f"relaygate://ingress/{bus.node_id}"
         self.retry_after = str(config.ingress.retry_after_s).encode()
+        self.max_json_depth = config.ingress.limits.max_json_depth or 0
         self.policy_state = PolicyState(config)  # stores outlive reloads
         self.tiers = TierResolver(config)
         self.table = self._table(config)
@@ -324,7 +326,7 @@ class IngressApp:
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise _BodyTooLarge
-            return await _read_body(receive, limit)
+            body = await _read_body(receive, limit)
         except _BodyTooLarge:
             self.stats.too_large += 1
             raise Refused(
@@ -333,6 +335,9 @@ class IngressApp:
                 "Request body too large",
                 f"route {route.name} accepts at most {limit} bytes",
             ) from None
+        if body and self.max_json_depth:
+            check_json_depth(body, head.headers, self.max_json_depth)
+        return body
 
     def _envelope(
         self,
@@ -528,6 +533,8 @@ def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
+    if message["type"] != "http.request":
+        raise _incomplete()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
@@ -538,13 +545,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _incomplete()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _incomplete() -> Refused:
+    # A body cut short (client gone, or a framing error the server closed on) is never
+    # forwarded; the answer goes nowhere, the point is that no worker sees the request.
+    return Refused(400, "incomplete-body", "Incomplete request body", "the body was cut short")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -1,5 +1,6 @@
-"""Runs one ingress node: the data plane and the admin API, two uvicorn servers on
-one event loop, stopped together by SIGINT/SIGTERM."""
+"""Runs one ingress node: the data plane and the admin API (and, with TLS, an optional
+HTTP-to-HTTPS redirect listener), uvicorn servers on one event loop, stopped together
+by SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from contracts.envelope import new_id
 from contracts.lifecycle import exit_if_stuck
 from ingress.admin import build_admin
 from ingress.app import IngressApp
+from ingress.transport import Transport
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -32,7 +34,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
+def _server(
+    app: Any, host: str, port: int, *, http: str | type[asyncio.Protocol], keepalive_s: int = 5
+) -> _Server:
     return _Server(
         uvicorn.Config(
             app,
@@ -48,13 +52,41 @@ def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
             # decides that instead (ingress/forwarded.py).
             proxy_headers=False,
             backlog=4096,
+            timeout_keep_alive=keepalive_s,
         )
     )
 
 
-async def _started(a: uvicorn.Server, b: uvicorn.Server, tasks: list[asyncio.Task[None]]) -> None:
-    # uvicorn has no "started" event to await; poll its flag until both are up or one failed.
-    while not (a.started and b.started) and not any(t.done() for t in tasks):  # noqa: ASYNC110
+def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_Server]:
+    """The data plane's listener, and the redirect listener when one is configured."""
+    ingress = config.ingress
+    keepalive = ingress.limits.keepalive_timeout_s
+    servers = [
+        _server(
+            app,
+            ingress.host,
+            ingress.port,
+            http=transport.protocol,
+            keepalive_s=keepalive,
+        )
+    ]
+    if ingress.tls is not None and transport.redirect_protocol is not None:
+        assert ingress.tls.redirect_port is not None
+        servers.append(
+            _server(
+                transport.redirect_app(),
+                ingress.host,
+                ingress.tls.redirect_port,
+                http=transport.redirect_protocol,
+                keepalive_s=keepalive,
+            )
+        )
+    return servers
+
+
+async def _started(servers: Sequence[uvicorn.Server], tasks: list[asyncio.Task[None]]) -> None:
+    # uvicorn has no "started" event to await; poll its flag until all are up or one failed.
+    while not all(s.started for s in servers) and not any(t.done() for t in tasks):  # noqa: ASYNC110
         await asyncio.sleep(0.02)
 
 
@@ -81,17 +113,18 @@ async def serve_ingress(
 ) -> None:
     """Serve until SIGINT/SIGTERM; SIGHUP reloads routes from `config_path`."""
     node_id = config.ingress.node_id or f"ingress-{new_id()[:12]}"
+    transport = Transport(config.ingress)  # unusable TLS files stop us before the bus
     bus = bus_from_config(config, node_id)
     await connect_with_retry(bus)
     app = IngressApp(config, bus)
-    data_plane = _server(app, config.ingress.host, config.ingress.port, http="httptools")
     admin_app = build_admin(app, config)
     admin = _server(admin_app, config.admin.host, config.admin.port, http="auto")
+    servers = [*data_plane_servers(app, config, transport), admin]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        data_plane.should_exit = True
-        admin.should_exit = True
+        for server in servers:
+            server.should_exit = True
 
     def on_signal() -> None:
         stop()
@@ -101,14 +134,17 @@ async def serve_ingress(
         loop.add_signal_handler(sig, on_signal)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, reload_config, app, admin_app, config_path)
+    transport.start(loop)
     try:
-        tasks = [asyncio.create_task(data_plane.serve()), asyncio.create_task(admin.serve())]
-        await _started(data_plane, admin, tasks)
-        if data_plane.started and admin.started and ready_file:
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        await _started(servers, tasks)
+        up = all(server.started for server in servers)
+        if up and ready_file:
             Path(ready_file).write_text(node_id)  # noqa: ASYNC240 (tiny, once)
         log.info(
-            "ingress %s on http://%s:%d, admin on http://%s:%d, bus %s",
+            "ingress %s on %s://%s:%d, admin on http://%s:%d, bus %s",
             node_id,
+            transport.scheme,
             config.ingress.host,
             config.ingress.port,
             config.admin.host,
@@ -116,11 +152,12 @@ async def serve_ingress(
             bus.url,
         )
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        stop()  # one server failing to start (port taken) stops the other
+        stop()  # one server failing to start (port taken) stops the others
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
-            if not data_plane.started or not admin.started:
+            if not all(server.started for server in servers):
                 task.result()
     finally:
+        transport.close()
         await app.aclose()
         await bus.close()
