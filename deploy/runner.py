@@ -321,12 +321,19 @@ def run_up(config_path: str | None, log_level: str = "info") -> int:
 
 def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | None) -> None:
     topics = Topics(config.bus.prefix)
-    ingress = f"http://{config.ingress.host}:{config.ingress.port}"
+    tls = config.ingress.tls
+    scheme = "https" if tls is not None else "http"
+    ingress = f"{scheme}://{config.ingress.host}:{config.ingress.port}"
     lines = [
         "relaygate up: ready",
-        f"  ingress  {ingress}",
+        f"  ingress  {ingress}"
+        + (
+            f"  (http://{config.ingress.host}:{tls.redirect_port} redirects to it)"
+            if tls is not None and tls.redirect_port is not None
+            else ""
+        ),
         f"  admin    http://{config.admin.host}:{config.admin.port}"
-        "  (/healthz /readyz /config /stats /upstreams /docs)",
+        "  (/healthz /readyz /config /stats /upstreams /cache /admin/keys /admin/oauth /docs)",
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]

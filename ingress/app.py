@@ -242,6 +242,10 @@ class IngressApp:
         if route.policies:
             headers, principal = await self._policies(route, head)
             extra.extend(headers)
+        if principal is None and head.tls_subject is not None:
+            # Mutual TLS: the verified client certificate names a caller nothing else did.
+            tier = self.tiers(None, head.headers, head.client_ip)
+            principal = Principal(head.tls_subject, tier=tier, authmethod="mtls")
         body = await self._body(route, head, receive)
         envelope = self._envelope(route, params, head, body, principal)
         options = route.route.cache

@@ -45,6 +45,7 @@ class RequestHead:
     content_length: str | None
     client: tuple[str, int] | None  # the direct peer
     client_ip: str  # the client: the peer, or who a trusted proxy says it serves
+    tls_subject: str | None = None  # of the verified client certificate (mutual TLS)
 
 
 def read_head(
@@ -77,6 +78,7 @@ def read_head(
     client = scope.get("client")
     client_ip = client[0] if client else ""
     scheme = scope.get("scheme", "http")
+    scheme_is_tls = scheme == "https"
     if proxies is not None and client_ip:
         client_ip, scheme = proxies.resolve(client_ip, scheme, headers)
     return RequestHead(
@@ -94,4 +96,14 @@ def read_head(
         content_length=content_length,
         client=client,
         client_ip=client_ip,
+        tls_subject=_client_subject(scope) if scheme_is_tls else None,
     )
+
+
+def _client_subject(scope: MutableMapping[str, Any]) -> str | None:
+    """The verified client certificate's subject, from the ASGI TLS extension the
+    transport fills (ingress/transport/tls.py)."""
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if extensions else None
+    subject = tls.get("client_cert_name") if tls else None
+    return subject if isinstance(subject, str) else None

@@ -282,3 +282,15 @@ async def test_connections_still_in_their_handshake_count_against_the_address_ca
         await asyncio.sleep(0.1)
         assert live.transport.guard.per_address == {}
         assert live.paths == ["/echo/admitted"]
+
+
+async def test_a_verified_client_certificate_becomes_the_principal_workers_see(pki: Pki) -> None:
+    async with live_ingress({"tls": pki.tls(client_auth="optional")}) as live:
+        with_cert = await _get(live, b"/echo/mine", client_context(pki.server_ca, pki.client))
+        without = await _get(live, b"/echo/anyone", client_context(pki.server_ca))
+        assert statuses(with_cert) == [200]
+        assert statuses(without) == [200]
+        principals = [r.principal for r in live.seen]
+        assert principals[0] is not None
+        assert (principals[0].subject, principals[0].authmethod) == (SUBJECT, "mtls")
+        assert principals[1] is None
