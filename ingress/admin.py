@@ -10,9 +10,10 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from contracts.config import Config, redact_url
+from contracts.telemetry.metrics import BusCollector, StatsCollector, exposition, registry_with
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
 
@@ -65,6 +66,21 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
             "late_replies": app.bus.pending.late,
             **asdict(app.stats),
         }
+
+    if config.telemetry.metrics.enabled:
+        registry = registry_with(
+            BusCollector(app.bus.pending),
+            StatsCollector(
+                "relaygate_ingress_events",
+                "Outcomes counted by the ingress.",
+                lambda: asdict(app.stats),
+            ),
+        )
+
+        @admin.get("/metrics", summary="Prometheus metrics of this node", response_class=Response)
+        async def metrics() -> Response:
+            body, content_type = exposition(registry)
+            return Response(body, media_type=content_type)
 
     @admin.get("/upstreams", summary="Upstream state (breakers, instance health) per worker")
     async def upstreams() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ingress.policies import PolicyState, RequestContext, TierResolver
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Send, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
+from ingress.telemetry import IngressTelemetry
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -67,6 +68,7 @@ class IngressApp:
         self.tiers = TierResolver(config)
         self.table = self._table(config)
         self.endpoints: dict[str, Endpoint] = {}
+        self.telemetry = IngressTelemetry(config)
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
             RedisCacheStore(shared.redis, config.bus.prefix)
@@ -81,6 +83,7 @@ class IngressApp:
         self.tiers = TierResolver(config)
         self.table = self._table(config)
         self.retry_after = str(config.ingress.retry_after_s).encode()
+        self.telemetry.reload(config)
 
     async def aclose(self) -> None:
         await self.policy_state.aclose()
@@ -102,6 +105,8 @@ class IngressApp:
                 await endpoint(scope, receive, send)
                 return
         head = read_head(scope, self.bus.pending)
+        watch = self.telemetry.start(head, send)  # span, access log, metrics
+        send = watch.send
         try:
             await self._serve(head, receive, send)
         except Refused as problem:
@@ -115,6 +120,8 @@ class IngressApp:
                 instance=head.path,
                 extra_headers=problem.headers,
             )
+        finally:
+            watch.finish()
 
     async def _serve(self, head: RequestHead, receive: Receive, send: Send) -> None:
         """Route, run the edge policies, read the body, answer from the cache or over
@@ -163,6 +170,7 @@ class IngressApp:
     def _route(self, head: RequestHead) -> tuple[CompiledRoute, dict[str, str]]:
         matched = self.table.match(head.method, head.hostname, head.path, head.headers)
         if isinstance(matched, tuple):
+            head.route = matched[0].name
             return matched
         self.stats.no_route += 1
         if matched:
@@ -197,6 +205,8 @@ class IngressApp:
                 self.stats.rejected += 1
                 raise verdict.rejection
             merged.extend(verdict.headers)
+        if context.principal is not None:
+            head.principal = context.principal.subject
         return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:

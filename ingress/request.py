@@ -43,6 +43,8 @@ class RequestHead:
     tracestate: str | None
     content_length: str | None
     client: tuple[str, int] | None
+    route: str = ""  # the matched route's name, once routed (for logs and metrics)
+    principal: str | None = None  # the authenticated subject, once known
 
     @property
     def client_ip(self) -> str:
