@@ -13,7 +13,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from contracts.config import Config, redact_url
-from contracts.telemetry.metrics import BusCollector, StatsCollector, exposition, registry_with
+from contracts.telemetry.metrics import (
+    HTTP_IN_FLIGHT,
+    BusCollector,
+    InFlightCollector,
+    StatsCollector,
+    exposition,
+    registry_with,
+)
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
 
@@ -70,6 +77,7 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
     if config.telemetry.metrics.enabled:
         registry = registry_with(
             BusCollector(app.bus.pending),
+            InFlightCollector(HTTP_IN_FLIGHT),
             StatsCollector(
                 "relaygate_ingress_events",
                 "Outcomes counted by the ingress.",

@@ -20,7 +20,13 @@ from contracts.config import Config
 from contracts.envelope import first_header
 from contracts.telemetry import logs, tracing
 from contracts.telemetry.logs import AccessLog
-from contracts.telemetry.metrics import HTTP_IN_FLIGHT, MeterCache, RouteMeters
+from contracts.telemetry.metrics import (
+    CACHE_LOOKUPS,
+    HTTP_IN_FLIGHT,
+    RATE_LIMIT_DECISIONS,
+    MeterCache,
+    RouteMeters,
+)
 from ingress.request import RequestHead
 from ingress.responses import Send
 
@@ -72,7 +78,7 @@ class RequestWatch:
         self.ratelimit = ""
         self._span: Span | None = None
         self._token: Token[Context] | None = None
-        HTTP_IN_FLIGHT.inc()
+        HTTP_IN_FLIGHT.count += 1
         tracer = telemetry.tracer
         if tracer is not None:
             self._start_span(tracer, head)
@@ -91,7 +97,7 @@ class RequestWatch:
             "client.address": head.client_ip,
         }
         if head.query:
-            attributes["url.query"] = head.query
+            attributes["url.query"] = logs.redactor().query(head.query)
         span = tracer.start_span(
             head.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
@@ -114,16 +120,16 @@ class RequestWatch:
     def finish(self) -> None:
         """Record the request (no response started: it failed, count a 500)."""
         seconds = time.perf_counter() - self._started
-        HTTP_IN_FLIGHT.dec()
+        HTTP_IN_FLIGHT.count -= 1
         logs.unbind(self.log_token)
         head = self.head
         status = self.status or 500
         meters: RouteMeters = self.telemetry.meters.route(head.route)
         meters.done(status, seconds)
-        if self.cache in meters.cache:
-            meters.cache[self.cache].inc()
+        if self.cache:
+            meters.outcome(CACHE_LOOKUPS, self.cache)
         if self.ratelimit:
-            meters.ratelimit[self.ratelimit].inc()
+            meters.outcome(RATE_LIMIT_DECISIONS, self.ratelimit)
         span = self._span
         if span is not None:
             self._end_span(span, status, head)
@@ -152,7 +158,7 @@ class RequestWatch:
                 "level": "info",
                 "logger": "relaygate.access",
                 "message": "request",
-                "route": head.route,
+                "route": head.route or None,
                 "method": head.method,
                 "path": head.path,
                 "status": status,

@@ -23,7 +23,9 @@ from contracts.config import (
 from contracts.envelope import new_id
 from contracts.lifecycle import exit_if_stuck
 from contracts.telemetry.metrics import (
+    WORKER_IN_FLIGHT,
     BusCollector,
+    InFlightCollector,
     UpstreamCollector,
     registry_with,
     serve_metrics,
@@ -62,7 +64,7 @@ async def serve_worker(
 
     metrics = config.telemetry.metrics
     port = metrics_port if metrics_port is not None else metrics.worker_port
-    collectors: list[Collector] = []
+    collectors: list[Collector] = [InFlightCollector(WORKER_IN_FLIGHT)]
     if isinstance(spec, ModuleWorker):
         listener = _metrics_listener(metrics.enabled, metrics.worker_host, port, collectors)
         try:

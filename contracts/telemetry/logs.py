@@ -56,6 +56,7 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 _access: AccessLog | None = None
 _listener: _Writer | None = None
+_redactor: Redactor | None = None
 
 
 def bind(correlation_id: str, trace_id: str) -> Token[tuple[str, str] | None]:
@@ -96,6 +97,17 @@ class Redactor:
             return [self(item) for item in value]
         return value
 
+    def query(self, query: str) -> str:
+        """A query string with the values of secret parameters (`api_key=…`) replaced."""
+        if not query:
+            return query
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, eq, _ = part.partition("=")
+            if eq and name.lower() in self.names:
+                parts[i] = f"{name}={REDACTED}"
+        return "&".join(parts)
+
 
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
@@ -112,6 +124,14 @@ class AccessLog:
 
     def write(self, fields: dict[str, Any]) -> None:
         self._queue.put_nowait(fields)
+
+
+def redactor() -> Redactor:
+    """What `configure_logging` set up (the built-in names until then): spans use it too."""
+    global _redactor
+    if _redactor is None:
+        _redactor = Redactor()
+    return _redactor
 
 
 def access_log() -> AccessLog | None:
@@ -200,7 +220,7 @@ def configure_logging(
 ) -> None:
     """Route every log record through one queue to a writer thread; set the levels.
     `level` (the CLI's --log-level) wins over `options.level`. Idempotent."""
-    global _access, _listener
+    global _access, _listener, _redactor
     out = stream or sys.stderr
     if options.format == "auto":
         as_json = not (hasattr(out, "isatty") and out.isatty())
@@ -217,7 +237,8 @@ def configure_logging(
     for component, component_level in options.levels.items():
         logging.getLogger(f"relaygate.{component}").setLevel(component_level.upper())
     shutdown_logging()
-    _listener = _Writer(sink, out, json=as_json, redact=Redactor(options.redact_fields))
+    _redactor = Redactor(options.redact_fields)
+    _listener = _Writer(sink, out, json=as_json, redact=_redactor)
     _listener.start()
     enabled = options.access_log and logging.getLogger("relaygate.access").isEnabledFor(
         logging.INFO

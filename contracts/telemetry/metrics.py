@@ -18,7 +18,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
@@ -44,7 +43,6 @@ HTTP_DURATION = Histogram(
     ["route"],
     buckets=LATENCY_BUCKETS,
 )
-HTTP_IN_FLIGHT = Gauge("relaygate_http_in_flight", "Requests the ingress is serving now.")
 CACHE_LOOKUPS = Counter(
     "relaygate_cache_lookups", "Response-cache outcomes (hit, stale, miss) by route.",
     ["route", "outcome"],
@@ -82,37 +80,39 @@ WORKER_QUEUE_DELAY = Histogram(
     ["route"],
     buckets=LATENCY_BUCKETS,
 )
-WORKER_IN_FLIGHT = Gauge("relaygate_worker_in_flight", "Requests a worker is handling now.")
 WORKER_DROPPED = Counter(
     "relaygate_worker_dropped", "Messages a worker dropped (expired, undecodable).", ["reason"]
 )
 
 
-class RouteMeters:
-    """A route's children, bound once; status children are bound on first use.
-    `edge`: also the cache and rate-limit outcomes (the ingress's)."""
+class InFlight:
+    """A count of work in progress: a plain int on the hot path, a gauge at scrape time."""
 
-    __slots__ = ("_requests", "_statuses", "cache", "duration", "ratelimit", "route")
+    __slots__ = ("count", "documentation", "name")
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.count = 0
+
+
+HTTP_IN_FLIGHT = InFlight("relaygate_http_in_flight", "Requests the ingress is serving now.")
+WORKER_IN_FLIGHT = InFlight("relaygate_worker_in_flight", "Requests a worker is handling now.")
+
+
+class RouteMeters:
+    """A route's children, bound once; status and outcome children on first use."""
+
+    __slots__ = ("_outcomes", "_requests", "_statuses", "duration", "route")
 
     def __init__(
-        self,
-        route: str,
-        requests: Counter = HTTP_REQUESTS,
-        duration: Histogram = HTTP_DURATION,
-        *,
-        edge: bool = True,
+        self, route: str, requests: Counter = HTTP_REQUESTS, duration: Histogram = HTTP_DURATION
     ) -> None:
         self.route = route
         self._requests = requests
         self._statuses: dict[int, Any] = {}
+        self._outcomes: dict[tuple[Counter, str], Any] = {}
         self.duration = duration.labels(route)
-        self.cache: dict[str, Any] = {}
-        self.ratelimit: dict[str, Any] = {}
-        if edge:
-            self.cache = {o: CACHE_LOOKUPS.labels(route, o) for o in ("hit", "stale", "miss")}
-            self.ratelimit = {
-                o: RATE_LIMIT_DECISIONS.labels(route, o) for o in ("allowed", "limited")
-            }
 
     def done(self, status: int, seconds: float) -> None:
         child = self._statuses.get(status)
@@ -121,23 +121,28 @@ class RouteMeters:
         child.inc()
         self.duration.observe(seconds)
 
+    def outcome(self, counter: Counter, outcome: str) -> None:
+        """Count a cache (`CACHE_LOOKUPS`) or rate-limit (`RATE_LIMIT_DECISIONS`) outcome."""
+        key = (counter, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._outcomes[key] = counter.labels(self.route, outcome)
+        child.inc()
+
 
 class MeterCache:
     """route name -> its `RouteMeters`, made on first use (routes come and go with reloads)."""
 
-    __slots__ = ("_duration", "_edge", "_meters", "_requests")
+    __slots__ = ("_duration", "_meters", "_requests")
 
     def __init__(
         self,
         routes: Iterable[str] = (),
         requests: Counter = HTTP_REQUESTS,
         duration: Histogram = HTTP_DURATION,
-        *,
-        edge: bool = True,
     ) -> None:
         self._requests = requests
         self._duration = duration
-        self._edge = edge
         self._meters: dict[str, RouteMeters] = {}
         for name in routes:
             self.route(name)
@@ -146,10 +151,17 @@ class MeterCache:
         key = name or NO_ROUTE
         meters = self._meters.get(key)
         if meters is None:
-            meters = self._meters[key] = RouteMeters(
-                key, self._requests, self._duration, edge=self._edge
-            )
+            meters = self._meters[key] = RouteMeters(key, self._requests, self._duration)
         return meters
+
+
+class InFlightCollector(Collector):
+    def __init__(self, in_flight: InFlight) -> None:
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Metric]:
+        it = self._in_flight
+        yield GaugeMetricFamily(it.name, it.documentation, value=it.count)
 
 
 class _Pending(Protocol):

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import bus_section
 from tests.support.gateway import RelaygateUp, running_up, wait_routed, wait_until
+from tests.support.processes import free_port
 from tests.support.reflector import Reflector
 from tests.telemetry.otlp import OtlpReceiver
 
@@ -54,6 +55,9 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def gateway_config(request: pytest.FixtureRequest, bus: str, upstream_url: str) -> dict[str, Any]:
+    """`proxy` to the reflector; `cached` and `limited` (2 per minute) to it too; `dead`
+    to a port where nothing listens, whose breaker opens after 2 failures; `refused` to
+    another such port, with the default breaker."""
     return {
         "bus": bus_section(request, bus),
         "telemetry": {"logs": {"level": "debug", "redact_fields": REDACT_FIELDS}},
@@ -63,9 +67,39 @@ def gateway_config(request: pytest.FixtureRequest, bus: str, upstream_url: str) 
                 "when": {"path": PREFIX + "/{rest:path}"},
                 "to": {"type": "upstream", "upstream": "reflector", "path": "/{rest}"},
                 "timeout_ms": 10_000,
-            }
+            },
+            {
+                "name": "cached",
+                "when": {"path": "/cached/{rest:path}"},
+                "to": {"type": "upstream", "upstream": "reflector", "path": "/{rest}"},
+                "cache": {"ttl_s": 300},
+            },
+            {
+                "name": "limited",
+                "when": {"path": "/limited/{rest:path}"},
+                "to": {"type": "upstream", "upstream": "reflector", "path": "/{rest}"},
+                "policies": [{"type": "rate_limit", "limits": [{"requests": 2, "window_s": 60}]}],
+            },
+            {
+                "name": "dead",
+                "when": {"path": "/dead/{rest:path}"},
+                "to": {"type": "upstream", "upstream": "dead"},
+            },
+            {
+                "name": "refused",
+                "when": {"path": "/refused/{rest:path}"},
+                "to": {"type": "upstream", "upstream": "refused"},
+            },
         ],
-        "upstreams": {"reflector": {"url": upstream_url}},
+        "upstreams": {
+            "reflector": {"url": upstream_url},
+            "refused": {"url": f"http://127.0.0.1:{free_port()}", "retries": {"attempts": 1}},
+            "dead": {
+                "url": f"http://127.0.0.1:{free_port()}",
+                "retries": {"attempts": 1},
+                "breaker": {"min_calls": 2, "failure_rate": 0.5, "open_ms": 600_000},
+            },
+        },
         "workers": [{"type": "routing"}],
     }
 

@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from contracts.config import Route, UpstreamTarget
-from contracts.telemetry import tracing
+from contracts.telemetry import logs, tracing
 from workers.routing.failover import may_retry
 from workers.routing.headers import forward_request_headers, response_headers
 from workers.routing.health import Instance
@@ -170,7 +170,7 @@ class HttpProxy:
         worker's CONSUMER span."""
         attributes: dict[str, str | int] = {
             "http.request.method": method,
-            "url.full": str(url),
+            "url.full": _redacted(str(url)),
             "server.address": url.host or "",
             "relaygate.upstream": self.upstream,
         }
@@ -260,3 +260,9 @@ def _with_trace(
     if tracestate:
         out.append(("tracestate", tracestate))
     return out
+
+
+def _redacted(url: str) -> str:
+    """A URL for a span: the values of secret query parameters (`api_key=…`) replaced."""
+    base, mark, query = url.partition("?")
+    return f"{base}?{logs.redactor().query(query)}" if mark else url

@@ -61,7 +61,7 @@ class EnvelopeProcessor:
         self.expired = 0
         self.failed = 0
         self.undecodable = 0
-        self._meters = MeterCache(requests=WORKER_REQUESTS, duration=WORKER_DURATION, edge=False)
+        self._meters = MeterCache(requests=WORKER_REQUESTS, duration=WORKER_DURATION)
         self._delays: dict[str, Any] = {}
 
     async def process(self, data: bytes) -> Reply | None:
@@ -86,7 +86,7 @@ class EnvelopeProcessor:
         )
         meters = self._meters.route(envelope.subject)
         self._delay(meters.route).observe(max(0, now - envelope.time) / 1000)
-        WORKER_IN_FLIGHT.inc()
+        WORKER_IN_FLIGHT.count += 1
         started = time.perf_counter()
         try:
             response = await self._handle(envelope)
@@ -94,7 +94,7 @@ class EnvelopeProcessor:
             if span is not None and response.status >= 500:
                 span.set_status(StatusCode.ERROR, f"status {response.status}")
         finally:
-            WORKER_IN_FLIGHT.dec()
+            WORKER_IN_FLIGHT.count -= 1
             if context_token is not None:
                 otel_context.detach(context_token)
             if span is not None:
