@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 from contextvars import Token
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -154,7 +153,7 @@ class RequestWatch:
         head = self.head
         access.write(
             {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "time": time.time(),
                 "level": "info",
                 "logger": "relaygate.access",
                 "message": "request",

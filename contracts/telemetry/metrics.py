@@ -1,10 +1,11 @@
-"""Prometheus metrics. The hot path only touches pre-bound children (`RouteMeters`,
-one per route, made once); counts the code keeps anyway (ingress stats, pending
-replies, breaker state) are read at scrape time by collectors, at no cost per request.
+"""Prometheus metrics. The hot path only touches pre-bound, lock-free children
+(`RouteMeters`, one per route; see families.py); counts the code keeps anyway (ingress
+stats, pending replies, breaker state) are read at scrape time by collectors, at no
+cost per request.
 
-    meters = IngressMeters()            # per ingress app: route -> RouteMeters
+    meters = MeterCache(route.name for route in config.routes)
     meters.route("orders").done(200, 0.0042)
-    body, content_type = exposition(IngressCollector(app_stats, bus))
+    body, content_type = exposition(registry_with(BusCollector(bus.pending)))
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from contracts.telemetry.families import Counter, Histogram
 
 log = logging.getLogger("relaygate.telemetry")
 
