@@ -4,6 +4,7 @@ loop (tests block in sync clients while the gateway exports), decoding each
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import threading
@@ -68,8 +69,9 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 class OtlpReceiver:
     """`POST /v1/traces` on 127.0.0.1:`port`; `spans` grows as exports arrive."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None, *, discard: bool = False) -> None:
+        self.port = port or free_port()
+        self.discard = discard  # take exports without decoding them (the benchmark's)
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self._lock = threading.Lock()
@@ -86,7 +88,7 @@ class OtlpReceiver:
         body = await request.read()
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        spans = decode(body)
+        spans = [] if self.discard else decode(body)
         with self._lock:
             self.requests += 1
             self.spans.extend(spans)
@@ -133,3 +135,13 @@ class OtlpReceiver:
                     + ", ".join(f"{s.kind} {s.name} ({s.service})" for s in spans)
                 )
             time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="an OTLP/HTTP receiver that drops what it gets")
+    parser.add_argument("--port", type=int, required=True)
+    receiver = OtlpReceiver(parser.parse_args().port, discard=True).start()
+    try:
+        threading.Event().wait()
+    finally:
+        receiver.stop()
