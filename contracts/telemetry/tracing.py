@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -67,7 +68,11 @@ def configure_tracing(
         if options.sample_ratio is not None
         else None  # the SDK reads OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
     )
-    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    provider = TracerProvider(
+        resource=Resource.create(attributes),
+        sampler=sampler,
+        shutdown_on_exit=False,  # shutdown_tracing does it, within a time limit
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _provider = provider
     _tracer = provider.get_tracer("relaygate")
@@ -75,15 +80,22 @@ def configure_tracing(
     return True
 
 
-def shutdown_tracing() -> None:
-    """Export what is buffered, then stop; tracing is off afterwards."""
+def shutdown_tracing(timeout_s: float = 1.5) -> None:
+    """Export what is buffered, then stop; tracing is off afterwards. An unreachable
+    collector is given `timeout_s` (the exporter would retry for up to 10 s per batch,
+    holding up a restart); what is left then is dropped."""
     global _tracer, _provider
     provider, _provider, _tracer = _provider, None, None
-    if provider is not None:
-        from opentelemetry.sdk.trace import TracerProvider
+    if provider is None:
+        return
+    from opentelemetry.sdk.trace import TracerProvider
 
-        assert isinstance(provider, TracerProvider)
-        provider.shutdown()
+    assert isinstance(provider, TracerProvider)
+    flushing = threading.Thread(target=provider.shutdown, name="relaygate-otel-stop", daemon=True)
+    flushing.start()
+    flushing.join(timeout_s)
+    if flushing.is_alive():
+        log.warning("spans not exported %.1f s after shutdown began: dropped", timeout_s)
 
 
 def parent_context(traceparent: str | None, tracestate: str | None = None) -> Context | None:

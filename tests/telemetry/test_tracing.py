@@ -6,11 +6,15 @@ the ingress span, carried in the envelope), CLIENT for the upstream call, whose
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.telemetry.conftest import PREFIX, ROUTE, Traced
+from tests.support.gateway import RelaygateUp, running_up, tail, terminate
+from tests.support.processes import free_port
+from tests.support.reflector import Reflector
+from tests.telemetry.conftest import PREFIX, ROUTE, Traced, gateway_config
 from tests.telemetry.otlp import ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -126,3 +130,39 @@ def test_upstream_error_marks_the_spans(traced: Traced) -> None:
         assert client.parent_span_id == consumer.span_id
     assert consumer.error
     assert _one(spans, "SERVER").error
+
+
+@pytest.mark.nats
+def test_unreachable_collector_neither_fails_requests_nor_holds_up_the_stop(
+    tmp_path: Path, reflector: Reflector, request: pytest.FixtureRequest
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = gateway_config(request, "nats", reflector.url)
+    up = RelaygateUp(tmp_path, "dead-collector", config, env={"OTEL_EXPORTER_OTLP_ENDPOINT": dead})
+    up.start()
+    try:
+        up.wait_ready()
+        for i in range(5):
+            assert httpx.get(f"{up.url}{PREFIX}/{i}", timeout=30).status_code == 200
+    finally:
+        code, seconds = terminate(up)
+    assert code == 0, tail(up.log())
+    # Two children each give the exporter at most 1.5 s, not its 10 s of retries.
+    assert seconds < 8, f"stopping took {seconds:.1f}s"
+
+
+@pytest.mark.nats
+def test_tracing_off_forwards_the_request_trace_id_without_spans(
+    tmp_path: Path, reflector: Reflector, request: pytest.FixtureRequest
+) -> None:
+    trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
+    config = gateway_config(request, "nats", reflector.url)
+    with running_up(tmp_path, "untraced", config) as up:
+        response = httpx.get(
+            f"{up.url}{PREFIX}/off",
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+            timeout=30,
+        )
+    assert response.status_code == 200
+    assert _upstream_traceparent(response) == f"00-{trace_id}-{parent_id}-01"
+    assert "tracing on" not in up.log()
