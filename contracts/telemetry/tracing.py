@@ -76,6 +76,9 @@ def configure_tracing(
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _provider = provider
     _tracer = provider.get_tracer("relaygate")
+    # A team's handler that makes spans with the OpenTelemetry API joins the same trace,
+    # under the worker's CONSUMER span (the current span while it runs).
+    trace.set_tracer_provider(provider)
     log.info("tracing on: spans of relaygate-%s export over OTLP/HTTP", role)
     return True
 
