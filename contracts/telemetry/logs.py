@@ -256,6 +256,7 @@ def configure_logging(
         as_json = not (hasattr(out, "isatty") and out.isatty())
     else:
         as_json = options.format == "json"
+    shutdown_logging()  # a previous configuration's writer, if any
     sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
     handler = _Enqueue(sink)
     handler.addFilter(_Context())
@@ -266,7 +267,6 @@ def configure_logging(
     root.setLevel((level or options.level or "info").upper())
     for component, component_level in options.levels.items():
         logging.getLogger(f"relaygate.{component}").setLevel(component_level.upper())
-    shutdown_logging()
     _redactor = Redactor(options.redact_fields)
     _listener = _Writer(sink, out, json=as_json, redact=_redactor)
     _listener.start()
@@ -277,11 +277,33 @@ def configure_logging(
 
 
 def shutdown_logging() -> None:
-    """Write what is queued and stop the writer thread."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    """Write what is queued and stop the writer thread; records logged afterwards (while
+    the interpreter exits) are written directly, in the same format."""
+    global _listener, _access
+    writer, _listener, _access = _listener, None, None
+    if writer is None:
+        return
+    writer.stop()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Enqueue):
+            root.removeHandler(handler)
+            direct = _Direct(writer)
+            direct.addFilter(_Context())
+            root.addHandler(direct)
+
+
+class _Direct(logging.Handler):
+    def __init__(self, writer: _Writer) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.stream.write(self.writer.render(record) + "\n")
+            self.writer.stream.flush()
+        except Exception:
+            self.handleError(record)
 
 
 atexit.register(shutdown_logging)

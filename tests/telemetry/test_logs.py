@@ -196,3 +196,14 @@ def test_auto_format_is_text_on_a_terminal(configured: io.StringIO) -> None:
         text = reader.read(4096).decode()
     assert "INFO relaygate.test: for people" in text
     assert not text.startswith("{")
+
+
+def test_lines_logged_after_shutdown_are_written_directly(configured: io.StringIO) -> None:
+    logs.configure_logging(LogsConfig(format="json"), "info", configured)
+    logging.getLogger("relaygate.test").info("queued")
+    logs.shutdown_logging()
+    logging.getLogger("relaygate.test").warning("while exiting")
+    assert [line["message"] for line in json_lines(configured.getvalue())] == [
+        "queued",
+        "while exiting",
+    ]
