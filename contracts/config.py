@@ -191,6 +191,71 @@ class AdminConfig(_Model):
     )
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogsConfig(_Model):
+    """Structured logs: JSON lines, or text for people. Never blocks the event loop."""
+
+    format: Literal["json", "text", "auto"] = Field(
+        "auto", description="auto: text when stderr is a terminal, JSON lines otherwise."
+    )
+    level: LogLevel | None = Field(
+        None, description="Level of every component; unset: the CLI's --log-level (info)."
+    )
+    levels: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]*$")], LogLevel] = Field(
+        default_factory=dict,
+        description="Per component (ingress, access, bus, worker, routing, ratelimit, …): "
+        "its level, overriding `level`.",
+    )
+    access_log: bool = Field(True, description="One line per request at the ingress.")
+    redact_fields: list[str] = Field(
+        default_factory=list,
+        description="More field names (body or structured-log fields) whose values are "
+        "replaced by [redacted]; authorization, cookies, API keys, passwords, secrets and "
+        "tokens always are.",
+    )
+
+
+class TracingConfig(_Model):
+    """OpenTelemetry traces, exported over OTLP/HTTP as the standard OTEL_* variables say
+    (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER[_ARG], OTEL_SERVICE_NAME, …)."""
+
+    enabled: bool | None = Field(
+        None,
+        description="Unset: on when OTEL_EXPORTER_OTLP_ENDPOINT (or …_TRACES_ENDPOINT) is set. "
+        "OTEL_SDK_DISABLED=true turns it off whatever this says.",
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded (a sampled client's trace always is); "
+        "unset: OTEL_TRACES_SAMPLER, default all.",
+    )
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics at /metrics: on the admin port of an ingress node, and on a
+    listener of its own in each worker process."""
+
+    enabled: bool = Field(True, description="Serve /metrics.")
+    worker_host: str = Field("127.0.0.1", description="Where a worker's /metrics listens.")
+    worker_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="A worker's /metrics port (0: any free one); unset: no listener, unless "
+        "`relaygate worker --metrics-port` gives one (`relaygate up` does, per replica).",
+    )
+
+
+class TelemetryConfig(_Model):
+    logs: LogsConfig = LogsConfig()
+    tracing: TracingConfig = TracingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
 class When(_Model):
     path: str = Field(description="Path template: /users/{id}, /files/{rest:path}.")
     methods: list[str] | None = Field(None, description="Unset: any method.")
@@ -1109,6 +1174,7 @@ class Config(BaseSettings):
     bus: BusConfig = BusConfig()
     ingress: IngressConfig = IngressConfig()
     admin: AdminConfig = AdminConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     state: StateConfig = StateConfig()
     policies: list[Policy] = Field(
         default_factory=list, description="Run on every route, before the route's own."

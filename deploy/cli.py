@@ -25,7 +25,9 @@ from contracts.config import (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaygate", description=__doc__)
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: telemetry.logs.level of the config, else info",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--topic", action="append", help="echo: topic(s) to serve")
     worker.add_argument("--target", help="module: package.module:worker")
     worker.add_argument("--ready-file", help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve /metrics here (default: telemetry.metrics)"
+    )
 
     check = sub.add_parser("check", help="validate a config file; every error with its path")
     check.add_argument("file")
@@ -71,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -111,15 +116,27 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _use_uvloop()
+    from contracts import telemetry
+
     if args.command == "ingress":
         from ingress.server import serve_ingress
 
-        asyncio.run(serve_ingress(config, args.ready_file, args.config))
+        telemetry.setup(config, "ingress", args.log_level)
+        try:
+            asyncio.run(serve_ingress(config, args.ready_file, args.config))
+        finally:
+            telemetry.shutdown()
         return 0
     spec = _worker_spec(config, args)
     from workers.runner import serve_worker
 
-    asyncio.run(serve_worker(config, spec, args.ready_file, args.config))
+    telemetry.setup(config, f"worker-{spec.type}", args.log_level)
+    try:
+        asyncio.run(
+            serve_worker(config, spec, args.ready_file, args.config, metrics_port=args.metrics_port)
+        )
+    finally:
+        telemetry.shutdown()
     return 0
 
 

@@ -71,6 +71,7 @@ class Child:
     ready_file: Path | None = None
     port: int | None = None
     reloads: bool = False  # takes SIGHUP to reload its config
+    metrics_port: int | None = None  # a worker's /metrics listener
     log_file: Path | None = None  # None: our stdout/stderr
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
@@ -112,7 +113,7 @@ class Stop(Exception):
 
 class Supervisor:
     def __init__(
-        self, config: Config, rundir: Path, *, config_path: str | None, log_level: str
+        self, config: Config, rundir: Path, *, config_path: str | None, log_level: str | None
     ) -> None:
         self.config = config
         self.rundir = rundir
@@ -152,8 +153,16 @@ class Supervisor:
         print(f"relaygate up: reloaded {self.config_path}", file=sys.stderr, flush=True)
 
     def _cli(self, *args: str) -> list[str]:
-        level = self.log_level
-        return [sys.executable, "-m", "deploy", "--log-level", level, *args]
+        level = ["--log-level", self.log_level] if self.log_level else []
+        return [sys.executable, "-m", "deploy", *level, *args]
+
+    def metrics_port(self, index: int) -> int | None:
+        """The /metrics port of the `index`-th worker replica: telemetry.metrics.worker_port
+        plus the index when set, else a free port; None when metrics are off."""
+        metrics = self.config.telemetry.metrics
+        if not metrics.enabled:
+            return None
+        return metrics.worker_port + index if metrics.worker_port else free_port()
 
     def add(self, child: Child) -> Child:
         self.children.append(child)
@@ -198,8 +207,12 @@ class Supervisor:
                     argv += ["--target", spec.target]
                 ready = self.rundir / f"ready-{spec.type}-{replica}"
                 argv += ["--ready-file", str(ready)]
+                metrics_port = self.metrics_port(len(workers))
+                if metrics_port is not None:
+                    argv += ["--metrics-port", str(metrics_port)]
                 reloads = isinstance(spec, RoutingWorker)
-                workers.append(self.add(Child(name, argv, ready, reloads=reloads)))
+                child = Child(name, argv, ready, reloads=reloads, metrics_port=metrics_port)
+                workers.append(self.add(child))
         self.wait_ready(workers)
         ready = self.rundir / "ready-ingress"
         ingress = self.add(
@@ -255,7 +268,7 @@ class Supervisor:
                     child.proc.wait()
 
 
-def run_up(config_path: str | None, log_level: str = "info") -> int:
+def run_up(config_path: str | None, log_level: str | None = None) -> int:
     """`relaygate up`: SIGINT/SIGTERM stop everything, SIGHUP reloads the config."""
     rundir = Path(tempfile.mkdtemp(prefix="relaygate-up-"))
     supervisor: Supervisor | None = None
@@ -304,6 +317,7 @@ def run_up(config_path: str | None, log_level: str = "info") -> int:
         supervisor.wait_ready(pre)
         supervisor.start_all()
         _print_banner(config, embedded=embedded, demo=demo, store=store)
+        _print_metrics(config, supervisor.children)
         supervisor.supervise()
         return 0
     except Stop:
@@ -351,4 +365,18 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
             f"           curl {ingress}/demo/upstream/status/201",
         ]
     lines.append("  stop     Ctrl-C")
+    print("\n".join(lines), flush=True)
+
+
+def _print_metrics(config: Config, children: list[Child]) -> None:
+    """Where each process serves its Prometheus metrics."""
+    if not config.telemetry.metrics.enabled:
+        return
+    lines = [f"  metrics  ingress http://{config.admin.host}:{config.admin.port}/metrics"]
+    host = config.telemetry.metrics.worker_host
+    lines += [
+        f"           {child.name} http://{host}:{child.metrics_port}/metrics"
+        for child in children
+        if child.metrics_port is not None
+    ]
     print("\n".join(lines), flush=True)

@@ -10,9 +10,17 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from contracts.config import Config, redact_url
+from contracts.telemetry.metrics import (
+    HTTP_IN_FLIGHT,
+    BusCollector,
+    InFlightCollector,
+    StatsCollector,
+    exposition,
+    registry_with,
+)
 from ingress.admin_credentials import install_credentials
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
@@ -66,6 +74,22 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
             "late_replies": app.bus.pending.late,
             **asdict(app.stats),
         }
+
+    if config.telemetry.metrics.enabled:
+        registry = registry_with(
+            BusCollector(app.bus.pending),
+            InFlightCollector(HTTP_IN_FLIGHT),
+            StatsCollector(
+                "relaygate_ingress_events",
+                "Outcomes counted by the ingress.",
+                lambda: asdict(app.stats),
+            ),
+        )
+
+        @admin.get("/metrics", summary="Prometheus metrics of this node", response_class=Response)
+        async def metrics() -> Response:
+            body, content_type = exposition(registry)
+            return Response(body, media_type=content_type)
 
     @admin.get("/upstreams", summary="Upstream state (breakers, instance health) per worker")
     async def upstreams() -> dict[str, Any]:

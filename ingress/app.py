@@ -36,6 +36,7 @@ from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
+from ingress.telemetry import IngressTelemetry
 from ingress.transport import check_json_depth
 
 log = logging.getLogger("relaygate.ingress")
@@ -85,6 +86,7 @@ class IngressApp:
         self.proxies = _proxies(config)
         self.admission = _admission(config, self.retry_after)
         self.endpoints: dict[str, Endpoint] = {}
+        self.telemetry = IngressTelemetry(config)
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
             RedisCacheStore(shared.redis, config.bus.prefix)
@@ -107,6 +109,7 @@ class IngressApp:
             or admission.settings != self.admission.settings
         ):
             self.admission = admission  # requests in flight leave the one they entered
+        self.telemetry.reload(config)
 
     async def aclose(self) -> None:
         await self.policy_state.aclose()
@@ -131,6 +134,8 @@ class IngressApp:
                 await endpoint(scope, receive, send)
                 return
         head = read_head(scope, self.bus.pending, self.proxies)
+        watch = self.telemetry.start(head, send)  # span, access log, metrics
+        send = watch.send
         try:
             if self.admission is None:
                 await self._serve(head, receive, send)
@@ -138,6 +143,8 @@ class IngressApp:
                 await self._admitted(self.admission, head, receive, send)
         except Refused as problem:
             await self._problem(send, head, problem, self.table.security)
+        finally:
+            watch.finish()
 
     async def _admitted(
         self, admission: Admission, head: RequestHead, receive: Receive, send: Send
@@ -246,6 +253,7 @@ class IngressApp:
             # Mutual TLS: the verified client certificate names a caller nothing else did.
             tier = self.tiers(None, head.headers, head.client_ip)
             principal = Principal(head.tls_subject, tier=tier, authmethod="mtls")
+            head.principal = head.tls_subject
         body = await self._body(route, head, receive)
         envelope = self._envelope(route, params, head, body, principal)
         options = route.route.cache
@@ -288,6 +296,7 @@ class IngressApp:
     def _route(self, head: RequestHead) -> tuple[CompiledRoute, dict[str, str]]:
         matched = self.table.match(head.method, head.hostname, head.path, head.headers)
         if isinstance(matched, tuple):
+            head.route = matched[0].name
             return matched
         self.stats.no_route += 1
         if matched:
@@ -322,6 +331,8 @@ class IngressApp:
                 self.stats.rejected += 1
                 raise verdict.rejection
             merged.extend(verdict.headers)
+        if context.principal is not None:
+            head.principal = context.principal.subject
         return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:

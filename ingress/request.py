@@ -46,6 +46,8 @@ class RequestHead:
     client: tuple[str, int] | None  # the direct peer
     client_ip: str  # the client: the peer, or who a trusted proxy says it serves
     tls_subject: str | None = None  # of the verified client certificate (mutual TLS)
+    route: str = ""  # the matched route's name, once routed (for logs and metrics)
+    principal: str | None = None  # the authenticated subject, once known
 
 
 def read_head(

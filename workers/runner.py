@@ -6,6 +6,9 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
+
+from prometheus_client.registry import Collector
 
 from contracts.bus import Bus, Subscription
 from contracts.bus.connect import bus_from_config, connect_with_retry
@@ -19,6 +22,14 @@ from contracts.config import (
 )
 from contracts.envelope import new_id
 from contracts.lifecycle import exit_if_stuck
+from contracts.telemetry.metrics import (
+    WORKER_IN_FLIGHT,
+    BusCollector,
+    InFlightCollector,
+    UpstreamCollector,
+    registry_with,
+    serve_metrics,
+)
 from workers.echo import echo
 from workers.routing import RoutingWorker as Routing
 from workers.routing import build_routing
@@ -34,8 +45,11 @@ async def serve_worker(
     spec: WorkerKind,
     ready_file: str | None = None,
     config_path: str | None = None,
+    *,
+    metrics_port: int | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. A routing worker reloads its routes on SIGHUP."""
+    """Serve until SIGINT/SIGTERM. A routing worker reloads its routes on SIGHUP.
+    `/metrics` listens on `metrics_port`, else telemetry.metrics.worker_port if set."""
     node_id = f"{spec.type}-{new_id()[:12]}"
     stopping = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
@@ -48,14 +62,30 @@ async def serve_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
 
+    metrics = config.telemetry.metrics
+    port = metrics_port if metrics_port is not None else metrics.worker_port
+    collectors: list[Collector] = [InFlightCollector(WORKER_IN_FLIGHT)]
     if isinstance(spec, ModuleWorker):
-        await _serve_module(config, spec, node_id, stopping, ready_file)
+        listener = _metrics_listener(metrics.enabled, metrics.worker_host, port, collectors)
+        try:
+            await _serve_module(config, spec, node_id, stopping, ready_file)
+        finally:
+            if listener is not None:
+                listener.shutdown()
         return
 
     bus = bus_from_config(config, node_id)
     await connect_with_retry(bus)
     subscriptions: list[Subscription] = []
     routing = None
+
+    def upstreams() -> dict[str, Any]:
+        if routing is None:
+            return {}
+        return {name: pool.snapshot() for name, pool in routing.pools.items()}
+
+    collectors += [BusCollector(bus.pending), UpstreamCollector(upstreams)]
+    listener = _metrics_listener(metrics.enabled, metrics.worker_host, port, collectors)
     try:
         if isinstance(spec, EchoWorker):
             for topic in spec.topics:
@@ -84,6 +114,18 @@ async def serve_worker(
         if routing is not None:
             await routing.close()
         await bus.close()
+        if listener is not None:
+            listener.shutdown()
+
+
+def _metrics_listener(
+    enabled: bool, host: str, port: int | None, collectors: list[Collector]
+) -> Any:
+    """The worker's `/metrics` listener (a thread), or None when there is no port."""
+    if not enabled or port is None:
+        return None
+    server, _ = serve_metrics(host, port, registry_with(*collectors))
+    return server
 
 
 async def _reload_routing(current: Routing, bus: Bus, path: str) -> Routing:

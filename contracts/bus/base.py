@@ -11,16 +11,23 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from contracts.bus.errors import RequestTimeout
 from contracts.bus.message import Handler, Message
 from contracts.bus.pending import PendingReplies
+from contracts.telemetry import tracing
+from contracts.telemetry.metrics import BUS_PUBLISH, BUS_REQUEST
 from contracts.topics import Topics
 
 log = logging.getLogger("relaygate.bus")
 
 DEFAULT_CONCURRENCY = 256
+PUBLISHED_REQUEST = BUS_PUBLISH.labels("request")
 
 
 class _Expired(Exception):
@@ -51,6 +58,10 @@ class Bus(abc.ABC):
         self.pending = PendingReplies(max_pending)
         self._inbox_lock = asyncio.Lock()
         self._inbox: Subscription | None = None
+        # messaging.system of the spans: nats, kafka or memory (tls:// is NATS too).
+        scheme = url.split("://", 1)[0]
+        self.system = "nats" if scheme == "tls" else scheme
+        self._request_meters: dict[str, Any] = {}
 
     @property
     @abc.abstractmethod
@@ -109,14 +120,50 @@ class Bus(abc.ABC):
         # One timer handle per request: cheaper than an asyncio.timeout() scope, and
         # this runs for every request the ingress serves.
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+        tracer = tracing.tracer()
+        span = None if tracer is None else self._producer_span(tracer, topic, correlation_id)
+        started = time.perf_counter()
         try:
             await self._send_request(topic, data, correlation_id)
-            return await future
+            sent = time.perf_counter()
+            PUBLISHED_REQUEST.observe(sent - started)
+            reply = await future
+            self._request_meter(topic).observe(time.perf_counter() - started)
+            return reply
         except _Expired:
+            if span is not None:
+                span.set_status(StatusCode.ERROR, "RequestTimeout")
             raise RequestTimeout(f"no reply on {topic} within {timeout:.3f}s") from None
+        except BaseException as exc:
+            if span is not None:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
         finally:
             timer.cancel()
             self.pending.discard(correlation_id)
+            if span is not None:
+                span.end()
+
+    def _request_meter(self, topic: str) -> Any:
+        meter = self._request_meters.get(topic)
+        if meter is None:
+            meter = self._request_meters[topic] = BUS_REQUEST.labels(topic)
+        return meter
+
+    def _producer_span(self, tracer: Tracer, topic: str, correlation_id: str) -> Span:
+        """The PRODUCER span of a request (messaging semantic conventions), a child of
+        the current span; it lasts until the reply comes."""
+        return tracer.start_span(
+            f"publish {topic}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": self.system,
+                "messaging.destination.name": topic,
+                "messaging.operation": "publish",
+                "messaging.operation.type": "send",
+                "messaging.message.conversation_id": correlation_id,
+            },
+        )
 
     async def _stop_inbox(self) -> None:
         if self._inbox is not None:

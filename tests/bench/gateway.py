@@ -1,12 +1,14 @@
 """The relaygate side of the benchmark for one bus: its broker, an ingress node,
 the echo worker (row c; row r: with a Redis rate limit; row s: with a JWT and an API
 key checked) and the routing worker (row d; row h: the same route with the response
-cache on, every request after the first a hit), from a config written here."""
+cache on, every request after the first a hit), from a config written here.
+On NATS also rows (n), (c) without the access log, and (t), (c) with tracing on."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,21 @@ class Gateway:
     routing: Started | StartFailed
     redis: Started | None = None  # NATS only: the state store of the rate-limited route
     credentials: tuple[str, ...] = ()  # row (s): a JWT and an API key, as headers
+    telemetry: TelemetryRows | None = None  # NATS only: rows (n) and (t)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRows:
+    """Row (n): a second ingress with the access log off, on (c)'s bus and workers.
+    Row (t): an ingress and an echo worker with tracing on, every trace sampled, on a bus
+    prefix of their own, exporting in batches to a local OTLP receiver."""
+
+    quiet_url: str
+    quiet_ingress: Started
+    traced_url: str
+    traced_ingress: Started
+    traced_echo: Started | StartFailed
+    receiver: Started
 
 
 # A limit no run reaches: the row measures what the Redis decision costs, not 429s.
@@ -106,6 +123,9 @@ def gateway_config(
     redis_url: str | None = None,
     signer: Signer | None = None,
     state_dir: Path | None = None,
+    *,
+    prefix: str = "rg",
+    telemetry: dict[str, object] | None = None,
 ) -> dict[str, object]:
     limited = []
     if redis_url is not None:
@@ -140,7 +160,8 @@ def gateway_config(
     if state_dir is not None:
         state["dir"] = str(state_dir)
     return {
-        "bus": {"url": bus_url},
+        "bus": {"url": bus_url, "prefix": prefix},
+        "telemetry": telemetry or {},
         "state": state,
         "issuers": issuers,
         "ingress": {"port": ingress_port},
@@ -180,16 +201,75 @@ def _start_broker(launcher: Launcher, bus: BusName) -> tuple[Started, str]:
 
 
 def _start_worker(
-    launcher: Launcher, kind: str, config: Path, workdir: Path, extra: list[str]
+    launcher: Launcher,
+    kind: str,
+    config: Path,
+    workdir: Path,
+    extra: list[str],
+    *,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Started | StartFailed:
-    ready = workdir / f"ready-{kind}"
+    name = name or f"{kind} worker"
+    ready = workdir / f"ready-{name.replace(' ', '-')}"
     command = [venv_bin("relaygate"), "worker", kind, "--config", str(config), *extra]
     try:
         return launcher.start(
-            f"{kind} worker", [*command, "--ready-file", str(ready)], ready_file=ready
+            name, [*command, "--ready-file", str(ready)], ready_file=ready, env=env
         )
     except StartFailed as exc:
         return exc
+
+
+def _start_ingress(
+    launcher: Launcher, name: str, config: Path, workdir: Path, env: dict[str, str] | None = None
+) -> Started:
+    ready = workdir / f"ready-{name.replace(' ', '-')}"
+    command = [venv_bin("relaygate"), "ingress", "--config", str(config)]
+    return launcher.start(name, [*command, "--ready-file", str(ready)], ready_file=ready, env=env)
+
+
+def _write(path: Path, config: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_telemetry_rows(
+    launcher: Launcher, bus_url: str, upstream_port: int, workdir: Path
+) -> TelemetryRows:
+    """The processes of rows (n) and (t); see `TelemetryRows`."""
+    quiet_port, traced_port = free_port(), free_port()
+    quiet = _write(
+        workdir / "relaygate-quiet.yaml",
+        gateway_config(
+            bus_url, quiet_port, free_port(), upstream_port,
+            telemetry={"logs": {"access_log": False}},
+        ),
+    )  # fmt: skip
+    traced = _write(
+        workdir / "relaygate-traced.yaml",
+        gateway_config(
+            bus_url, traced_port, free_port(), upstream_port,
+            prefix="rgtraced", telemetry={"tracing": {"enabled": True, "sample_ratio": 1.0}},
+        ),
+    )  # fmt: skip
+    receiver_port = free_port()
+    receiver = launcher.start(
+        "otlp receiver",
+        [sys.executable, "-m", "tests.telemetry.otlp", "--port", str(receiver_port)],
+        port=receiver_port,
+    )
+    otel = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver_port}")
+    return TelemetryRows(
+        quiet_url=f"http://127.0.0.1:{quiet_port}",
+        quiet_ingress=_start_ingress(launcher, "ingress no access log", quiet, workdir),
+        traced_url=f"http://127.0.0.1:{traced_port}",
+        traced_ingress=_start_ingress(launcher, "ingress traced", traced, workdir, otel),
+        traced_echo=_start_worker(
+            launcher, "echo", traced, workdir, ["--topic", "echo"], name="echo traced", env=otel
+        ),
+        receiver=receiver,
+    )
 
 
 def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir: Path) -> Gateway:
@@ -256,6 +336,12 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
         print(f"  row (s) skipped: no API key: {exc}", flush=True)
     else:
         credentials = (f"Authorization: Bearer {signer.token}", f"X-API-Key: {api_key}")
+    telemetry = None
+    if bus == "NATS":
+        try:
+            telemetry = start_telemetry_rows(launcher, bus_url, upstream_port, workdir)
+        except StartFailed as exc:
+            print(f"  rows (n) and (t) not run: {exc}", flush=True)
     return Gateway(
         bus=bus,
         base_url=f"http://127.0.0.1:{ingress_port}",
@@ -266,4 +352,5 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
         routing=routing,
         redis=redis,
         credentials=credentials,
+        telemetry=telemetry,
     )

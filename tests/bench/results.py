@@ -26,6 +26,8 @@ SAME_BUS_TARGETS: tuple[tuple[str, str, float], ...] = (
     ("s", "c", AUTH_TARGET),
     ("h", "d", CACHE_HIT_TARGET),
 )
+# Shown without a target: (c) with its access log vs (n) without; (t) traced vs (c).
+SAME_BUS_RATIOS: tuple[tuple[str, str], ...] = (("c", "n"), ("t", "c"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,13 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
                 value = num.rps / den.rps
                 what = f"({top})/({bottom}) req/s at {connections} conns"
                 checks.append(Check(bus, what, value, "x", f">= {target:.2f}", value >= target))
+        for top, bottom in SAME_BUS_RATIOS:
+            top_row, bottom_row = results.row(top, bus), results.row(bottom, bus)
+            num = top_row.run_at(connections) if top_row else None
+            den = bottom_row.run_at(connections) if bottom_row else None
+            if num is not None and den is not None and den.rps > 0:
+                what = f"({top})/({bottom}) req/s at {connections} conns"
+                checks.append(Check(bus, what, num.rps / den.rps, "x", None, None))
         c_row, a_row = results.row("c", bus), results.row("a", None)
         c1 = c_row.run_at(1) if c_row else None
         a1 = a_row.run_at(1) if a_row else None

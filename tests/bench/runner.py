@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.bench import cpu, profiling
 from tests.bench.cli import BenchOptions
-from tests.bench.gateway import BusName, Gateway, start_gateway
+from tests.bench.gateway import BusName, Gateway, TelemetryRows, start_gateway
 from tests.bench.launcher import Launcher, Started, StartFailed, describe
 from tests.bench.nginx import nginx_command
 from tests.bench.probe import TargetBroken, ingress_stats, stats_delta, wait_until_ok
@@ -233,6 +233,8 @@ class Bench:
             row = self.measure(native_target)
             if self.options.profile and bus == "NATS" and not row.skipped:
                 self.profile(native_target)
+            if gateway.telemetry is not None:
+                self._telemetry_rows(gateway, gateway.telemetry, gateway.echo)
             if gateway.redis is not None:
                 self.measure(
                     Target(
@@ -280,6 +282,36 @@ class Bench:
                     gateway.admin_url,
                 )
             )
+
+    def _telemetry_rows(self, gateway: Gateway, rows: TelemetryRows, echo: Started) -> None:
+        """(n): (c) with the access log off; (t): (c) with tracing on, 100 % sampled."""
+        broker = {"broker": gateway.broker}
+        self.measure(
+            Target(
+                "n",
+                gateway.bus,
+                "(c) without the access log",
+                rows.quiet_url + "/echo" + REQUEST_PATH,
+                {**broker, "ingress": rows.quiet_ingress, "worker": echo},
+            )
+        )
+        if isinstance(rows.traced_echo, StartFailed):
+            self.skip("t", gateway.bus, "(c) traced", str(rows.traced_echo))
+            return
+        self.measure(
+            Target(
+                "t",
+                gateway.bus,
+                "(c) with tracing, every trace sampled, batch OTLP export to a local receiver",
+                rows.traced_url + "/echo" + REQUEST_PATH,
+                {
+                    **broker,
+                    "ingress": rows.traced_ingress,
+                    "worker": rows.traced_echo,
+                    "otlp": rows.receiver,
+                },
+            )
+        )
 
 
 def run_bench(options: BenchOptions, tools: Tools, logs: Path) -> int:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 
 import aiohttp
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from yarl import URL
 
 from contracts.config import Route, UpstreamTarget
+from contracts.telemetry import logs, tracing
 from workers.routing.failover import may_retry
 from workers.routing.headers import forward_request_headers, response_headers
 from workers.routing.health import Instance
@@ -133,6 +136,7 @@ class HttpProxy:
         self, instance: Instance, request: Request, timeout_s: float
     ) -> tuple[Response, bool]:
         http = request.http
+        span: Span | None = None
         try:
             compiled = self._urls.get(instance)
             if compiled is None:
@@ -143,23 +147,39 @@ class HttpProxy:
                 sock_connect=min(self._connect_s, timeout_s),
                 ceil_threshold=_NO_CEIL,
             )
+            tracer = tracing.tracer()
+            if tracer is None:  # pass the trace on as the ingress started it
+                parent = request.envelope.traceparent
+                state = request.envelope.tracestate
+            else:
+                span = self._client_span(tracer, instance, http.method, url)
+                parent, state = tracing.traceparent_of(span)
             async with self._pool.session.request(
                 http.method,
                 url,
-                headers=forward_request_headers(http),
+                headers=_with_trace(forward_request_headers(http), parent, state),
                 data=request.body or None,
                 allow_redirects=False,
                 timeout=timeout,
             ) as reply:
+                if span is not None:
+                    span.set_attribute("http.response.status_code", reply.status)
+                    if reply.status >= 500:
+                        span.set_status(StatusCode.ERROR)
+                        span.set_attribute("error.type", str(reply.status))
                 response = await self._relay(reply, http.method)
                 return response, reply.status >= 500
         except TimeoutError:
+            _span_error(span, "timeout")
             return self._timeout(timeout_s), True
         except aiohttp.ClientConnectionError as exc:
+            _span_error(span, type(exc).__name__)
             return self._failed(exc, "upstream-unavailable", "Upstream unavailable"), True
         except aiohttp.ClientError as exc:
+            _span_error(span, type(exc).__name__)
             return self._failed(exc, "upstream-bad-response", "Bad response from upstream"), True
         except Exception as exc:
+            _span_error(span, type(exc).__name__)
             log.exception("proxying %s %s on route %s failed", http.method, http.path, self.route)
             response = Response.problem(
                 500,
@@ -168,6 +188,22 @@ class HttpProxy:
                 f"{type(exc).__name__} while forwarding to upstream {self.upstream!r}",
             )
             return response, False
+        finally:
+            if span is not None:
+                span.end()
+
+    def _client_span(self, tracer: Tracer, instance: Instance, method: str, url: URL) -> Span:
+        """The CLIENT span of one attempt (HTTP semantic conventions), a child of the
+        worker's CONSUMER span."""
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "url.full": _redacted(str(url)),
+            "server.address": url.host or "",
+            "relaygate.upstream": self.upstream,
+        }
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        return tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
 
     async def _relay(self, reply: aiohttp.ClientResponse, method: str) -> Response:
         status = reply.status
@@ -234,3 +270,28 @@ class HttpProxy:
         )
         response.headers.append(("retry-after", _NO_INSTANCE_RETRY_AFTER))
         return response
+
+
+def _span_error(span: Span | None, error: str) -> None:
+    if span is not None:
+        span.set_status(StatusCode.ERROR, error)
+        span.set_attribute("error.type", error)
+
+
+def _with_trace(
+    headers: list[tuple[str, str]], traceparent: str | None, tracestate: str | None
+) -> list[tuple[str, str]]:
+    """`headers` with the client's trace context replaced by this hop's (W3C)."""
+    if traceparent is None:
+        return headers
+    out = [(n, v) for n, v in headers if n != "traceparent" and n != "tracestate"]
+    out.append(("traceparent", traceparent))
+    if tracestate:
+        out.append(("tracestate", tracestate))
+    return out
+
+
+def _redacted(url: str) -> str:
+    """A URL for a span: the values of secret query parameters (`api_key=…`) replaced."""
+    base, mark, query = url.partition("?")
+    return f"{base}?{logs.redactor().query(query)}" if mark else url

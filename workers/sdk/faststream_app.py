@@ -15,6 +15,8 @@ REPLY_CID_HEADER = "rg-correlation-id"
 
 def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) -> FastStream:
     scheme, _, address = url.partition("://")
+    processor.topic = processor.topic or subject
+    processor.system = "kafka" if scheme == "kafka" else "nats"
     if scheme == "kafka":
         kafka = KafkaBroker(address.split(","))
 

@@ -2,21 +2,41 @@
 
 Decodes, skips envelopes whose deadline has passed, calls the handler, and makes
 any handler failure a 500 problem reply: a caller never hangs on a worker bug.
+Each message is observed: a CONSUMER span continuing the envelope's trace (when
+tracing is on), log lines carrying its correlation and trace ids, and metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from contracts.codec import CodecError, EnvelopeCodec
-from contracts.envelope import REQUEST
+from contracts.envelope import REQUEST, Envelope, now_ms
+from contracts.telemetry import logs, tracing
+from contracts.telemetry.metrics import (
+    WORKER_DROPPED,
+    WORKER_DURATION,
+    WORKER_IN_FLIGHT,
+    WORKER_QUEUE_DELAY,
+    WORKER_REQUESTS,
+    MeterCache,
+)
 from workers.sdk.messages import Request, Response
 
 log = logging.getLogger("relaygate.worker")
 
 HandlerFn = Callable[[Request], Awaitable[Response]]
+
+_EXPIRED = WORKER_DROPPED.labels("expired")
+_UNDECODABLE = WORKER_DROPPED.labels("undecodable")
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,29 +47,69 @@ class Reply:
 
 
 class EnvelopeProcessor:
-    """`process(bytes) -> Reply | None`, plus counters a worker exposes."""
+    """`process(bytes) -> Reply | None`, plus counters a worker exposes. `topic` (the
+    subscription's, set by whoever subscribes) names the CONSUMER spans."""
 
-    def __init__(self, handler: HandlerFn, *, codec: EnvelopeCodec, source: str) -> None:
+    def __init__(
+        self, handler: HandlerFn, *, codec: EnvelopeCodec, source: str, topic: str = ""
+    ) -> None:
         self.handler = handler
         self.codec = codec
         self.source = source
+        self.topic = topic
+        self.system = ""  # messaging.system of the spans: nats, kafka
         self.expired = 0
         self.failed = 0
         self.undecodable = 0
+        self._meters = MeterCache(requests=WORKER_REQUESTS, duration=WORKER_DURATION)
+        self._delays: dict[str, Any] = {}
 
     async def process(self, data: bytes) -> Reply | None:
         try:
             envelope = self.codec.decode(data)
         except CodecError as exc:
             self.undecodable += 1
+            _UNDECODABLE.inc()
             log.warning("dropping undecodable message: %s", exc)
             return None
-        if envelope.expired():
+        now = now_ms()
+        if envelope.expired(now):
             # Nobody waits for this any more; doing the work would only add load.
             self.expired += 1
+            _EXPIRED.inc()
             return None
+        token = logs.bind(envelope.correlationid, logs.trace_id_of(envelope.traceparent))
+        tracer = tracing.tracer()
+        span = None if tracer is None else self._consumer_span(tracer, envelope)
+        context_token = (
+            None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        )
+        meters = self._meters.route(envelope.subject)
+        self._delay(meters.route).observe(max(0, now - envelope.time) / 1000)
+        WORKER_IN_FLIGHT.count += 1
+        started = time.perf_counter()
         try:
-            response = await self.handler(Request(envelope))
+            response = await self._handle(envelope)
+            meters.done(response.status, time.perf_counter() - started)
+            if span is not None and response.status >= 500:
+                span.set_status(StatusCode.ERROR, f"status {response.status}")
+        finally:
+            WORKER_IN_FLIGHT.count -= 1
+            if context_token is not None:
+                otel_context.detach(context_token)
+            if span is not None:
+                span.end()
+            logs.unbind(token)
+        if envelope.type != REQUEST or not envelope.replyto:
+            return None
+        reply = envelope.reply(
+            status=response.status, headers=response.headers, data=response.body, source=self.source
+        )
+        return Reply(envelope.replyto, envelope.correlationid, self.codec.encode(reply))
+
+    async def _handle(self, envelope: Envelope) -> Response:
+        try:
+            return await self.handler(Request(envelope))
         except Exception as exc:
             self.failed += 1
             log.exception(
@@ -57,16 +117,33 @@ class EnvelopeProcessor:
                 envelope.subject,
                 envelope.correlationid,
             )
-            response = Response.problem(
+            return Response.problem(
                 500,
                 "worker-error",
                 "The worker failed",
                 f"{type(exc).__name__} in the handler of {envelope.subject or 'this route'}",
                 correlation_id=envelope.correlationid,
             )
-        if envelope.type != REQUEST or not envelope.replyto:
-            return None
-        reply = envelope.reply(
-            status=response.status, headers=response.headers, data=response.body, source=self.source
+
+    def _delay(self, route: str) -> Any:
+        child = self._delays.get(route)
+        if child is None:
+            child = self._delays[route] = WORKER_QUEUE_DELAY.labels(route)
+        return child
+
+    def _consumer_span(self, tracer: Tracer, envelope: Envelope) -> Span:
+        """The CONSUMER span of one message, a child of the span the envelope names."""
+        topic = self.topic or envelope.subject or ""
+        return tracer.start_span(
+            f"process {topic}",
+            context=tracing.parent_context(envelope.traceparent, envelope.tracestate),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": self.system,
+                "messaging.destination.name": topic,
+                "messaging.operation": "process",
+                "messaging.operation.type": "process",
+                "messaging.message.id": envelope.id,
+                "messaging.message.conversation_id": envelope.correlationid,
+            },
         )
-        return Reply(envelope.replyto, envelope.correlationid, self.codec.encode(reply))

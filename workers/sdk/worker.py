@@ -14,15 +14,19 @@ built-in workers run the same `EnvelopeProcessor` on the lighter bus facade.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from contracts.bus import Bus, Message, Subscription
 from contracts.codec import EnvelopeCodec
+from contracts.telemetry.metrics import BUS_PUBLISH
 from contracts.topics import Topics, check_name
 from workers.sdk.serve import EnvelopeProcessor, HandlerFn
 
 if TYPE_CHECKING:
     from faststream import FastStream
+
+_PUBLISHED_REPLY = BUS_PUBLISH.labels("reply")
 
 
 class Worker:
@@ -62,10 +66,15 @@ class Worker:
 async def serve_on_bus(
     bus: Bus, topic: str, group: str, processor: EnvelopeProcessor, concurrency: int = 256
 ) -> Subscription:
+    processor.topic = processor.topic or topic
+    processor.system = bus.system
+
     async def on_message(message: Message) -> None:
         reply = await processor.process(message.data)
         if reply is not None:
+            started = time.perf_counter()
             await bus.reply(reply.address, reply.data, correlation_id=reply.correlation_id)
+            _PUBLISHED_REPLY.observe(time.perf_counter() - started)
 
     return await bus.subscribe(topic, on_message, group=group, concurrency=concurrency)
 
