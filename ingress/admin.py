@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from contracts.config import Config, redact_url
 from ingress.admin_credentials import install_credentials
+from ingress.apidocs import install_apidocs
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
 
@@ -76,4 +77,5 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
         return {"purged": await app.cache.purge(route, path)}
 
     install_credentials(admin, app, config)
+    install_apidocs(admin, app)
     return admin
