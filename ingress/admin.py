@@ -1,5 +1,5 @@
 """The admin API (FastAPI, its own port): health, readiness, the running config, stats,
-the routing workers' upstream state, and response-cache purges."""
+the routing workers' upstream state, response-cache purges, and the API docs."""
 
 from __future__ import annotations
 

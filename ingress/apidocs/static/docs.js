@@ -42,7 +42,7 @@ function showOperations(doc) {
       const op = item[method];
       if (!op) continue;
       const security = (op.security || []).map((r) => Object.keys(r).join(" + ") || "none");
-      const errors = Object.keys(op.responses || {}).filter((c) => c >= "400").join(" ");
+      const errors = Object.keys(op.responses || {}).filter((c) => /^[45]\d\d$/.test(c)).join(" ");
       const summary = el("span", op.summary || "");
       if (op.description) summary.appendChild(el("div", op.description, "note"));
       body.appendChild(row([el("span", method, "method"), el("code", path), summary,
