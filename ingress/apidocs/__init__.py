@@ -69,7 +69,11 @@ class _Docs:
             return _problem(Refused(404, "no-docs", "Not found", "docs.enabled is false"))
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         client_ip = request.client.host if request.client else ""
-        found = await self.access(config).authenticate(request.url.path, headers, client_ip)
+        try:
+            access = self.access(config)
+        except ValueError as exc:  # e.g. an oauth reader policy without auth_server
+            return _problem(Refused(503, "docs-unavailable", "API docs unavailable", str(exc)))
+        found = await access.authenticate(request.url.path, headers, client_ip)
         return _problem(found) if isinstance(found, Refused) else found
 
     async def fetched(self, config: Config, reader: Reader) -> dict[str, Fetched]:

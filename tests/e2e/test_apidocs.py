@@ -4,6 +4,9 @@ different roles, an anonymous caller, the admin token, and the offline docs page
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from tests.support.gateway import running_up
+from tests.support.gateway import running_up, write_config
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
@@ -229,6 +233,25 @@ async def test_each_reader_sees_the_routes_and_topics_of_its_roles(
             envelope = asyncapi["hr"]["components"]["schemas"]["envelope"]
             assert envelope["schemaFormat"] == "application/vnd.apache.avro;version=1.9.0"
             assert envelope["schema"]["name"] == "Envelope"
+
+            # A reload (SIGHUP) applies at once: payroll is now shown to sales too.
+            changed = _config(shop)
+            changed["routes"][2]["docs"]["roles"] = ["hr", "sales"]
+            write_config(
+                gateway.config_file,
+                {**yaml.safe_load(gateway.config_file.read_text()), "routes": changed["routes"]},
+            )
+            assert gateway.proc is not None
+            gateway.proc.send_signal(signal.SIGHUP)
+
+            async def sales_paths() -> list[str]:
+                answer = await admin.get("/api-docs/openapi.json", headers=keys["sales"])
+                return sorted(answer.json()["paths"])
+
+            deadline = time.monotonic() + 20
+            while "/payroll/{id}" not in await sales_paths():
+                assert time.monotonic() < deadline, "the reload did not reach the docs"
+                await asyncio.sleep(0.1)
 
             # The admin API itself stays guarded, and its own Swagger UI is still there.
             assert (await admin.get("/admin/keys", headers=keys["sales"])).status_code == 401

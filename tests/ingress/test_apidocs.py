@@ -5,6 +5,7 @@ gateway's own policies (a JWT of a static key, an API key in a real SQLite store
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,6 +119,26 @@ SHOP: dict[str, Any] = {
         "securitySchemes": {"upstream-own": {"type": "http", "scheme": "basic"}},
     },
 }
+
+
+def _references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in _references(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _references(value)]
+    return []
+
+
+def _resolves(document: dict[str, Any], ref: str) -> bool:
+    """A local JSON pointer reference (`#/a/b~1c`) names something in the document."""
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def test_path_templates_become_typed_openapi_parameters() -> None:
@@ -275,6 +296,12 @@ def test_asyncapi_lists_the_request_reply_and_event_channels_a_reader_may_see() 
     assert sales["components"]["messages"]["httpRequest"]["payload"] == {
         "$ref": "#/components/schemas/envelope"
     }
+    for document in (sales, hr):
+        references = _references(document)
+        assert references
+        assert [ref for ref in references if not _resolves(document, ref)] == []
+        for section in ("channels", "operations"):
+            assert all(re.fullmatch(r"[A-Za-z0-9_-]+", key) for key in document[section])
     nobody = build_asyncapi(config, Reader("eve", frozenset({"guest"})), envelope)
     assert sorted(nobody["channels"]) == ["reply", "request_echo"]  # /status: no docs.roles
 
