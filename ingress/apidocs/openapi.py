@@ -183,11 +183,13 @@ def _merge(
         if not isinstance(upstream_item, dict) or not upstream_path.startswith(inner):
             continue
         item = _renamed(upstream_item, prefix)
-        target = paths.setdefault(outer_path + upstream_path[len(inner) :], {})
+        path = outer_path + upstream_path[len(inner) :]
         for method in METHODS:
             operation = item.get(method)
-            if method not in allowed or method in target or not isinstance(operation, dict):
+            taken = method in paths.get(path, {})
+            if method not in allowed or taken or not isinstance(operation, dict):
                 continue
+            operation.pop("servers", None)  # callers go through the gateway
             operation_id = operation.get("operationId") or f"{method}{upstream_path}"
             operation["operationId"] = f"{prefix}{operation_id}"
             operation["parameters"] = [
@@ -199,7 +201,7 @@ def _merge(
             if route.docs.tags:
                 operation["tags"] = route.docs.tags
             _finish(operation, route, base)
-            target[method] = operation
+            paths.setdefault(path, {})[method] = operation
             merged += 1
     for kind, entries in (document.get("components") or {}).items():
         if kind != "securitySchemes" and isinstance(entries, dict):

@@ -97,6 +97,7 @@ SHOP: dict[str, Any] = {
             ],
             "get": {
                 "operationId": "getItem",
+                "servers": [{"url": "http://shop.internal:8000"}],
                 "responses": {
                     "200": {
                         "description": "The item",
@@ -109,6 +110,7 @@ SHOP: dict[str, Any] = {
             },
             "delete": {"operationId": "dropItem", "responses": {"204": {"description": "Gone"}}},
         },
+        "/items/{item_id}/photo": {"delete": {"responses": {"204": {"description": "Gone"}}}},
         "/items": {"post": {"responses": {"201": {"description": "Created"}}}},
     },
     "components": {
@@ -226,6 +228,7 @@ def test_upstream_operations_are_merged_under_the_route_path() -> None:
     assert set(item) == {"get"}  # DELETE is not a method of the route
     get = item["get"]
     assert get["operationId"] == "orders.getItem"
+    assert "servers" not in get  # callers go through the gateway
     assert get["tags"] == ["shop"]
     assert get["security"] == [{"api_key": ["orders"]}]  # the gateway's, not the upstream's
     assert [p["name"] for p in get["parameters"]] == ["item_id"]
