@@ -889,6 +889,31 @@ class AdmissionConfig(_Model):
         return self
 
 
+class RouteDocs(_Model):
+    """How a route appears in the API documentation the admin API serves (`/api-docs/`)."""
+
+    roles: list[str] | None = Field(
+        None,
+        description="Readers holding one of these roles see the route; unset: every "
+        "authenticated reader; []: only the admin token.",
+    )
+    summary: str | None = Field(None, max_length=200, description="One line: what it does.")
+    description: str | None = Field(None, description="Longer text (CommonMark).")
+    tags: list[str] = Field(default_factory=list, description="OpenAPI tags, for grouping.")
+    openapi_url: str | None = Field(
+        None,
+        description="The upstream's own OpenAPI document (JSON), merged under the route's "
+        "path: an http(s) URL, or a path (/openapi.json) on the route's upstream.",
+    )
+
+    @field_validator("openapi_url")
+    @classmethod
+    def _url_or_path(cls, url: str | None) -> str | None:
+        if url is None or url.startswith("/"):
+            return url
+        return _http_url(url)
+
+
 class Route(_Model):
     name: str = Field(pattern=_ROUTE_NAME)
     when: When
@@ -902,6 +927,9 @@ class Route(_Model):
     cors: CorsOptions | None = Field(None, description="Unset: no CORS headers, no preflights.")
     security_headers: SecurityHeadersOptions | None = Field(
         None, description="Overrides the global security_headers key by key."
+    )
+    docs: RouteDocs = Field(
+        default_factory=RouteDocs, description="The route in the API docs (/api-docs/)."
     )
 
 
@@ -1164,6 +1192,60 @@ class ModuleWorker(_Model):
 WorkerSpec = Annotated[EchoWorker | RoutingWorker | ModuleWorker, Field(discriminator="type")]
 
 
+DocsAuthPolicy = Annotated[
+    JwtPolicy | IntrospectionPolicy | ApiKeyPolicy | OAuthPolicy, Field(discriminator="type")
+]
+
+
+class DocsEvent(_Model):
+    """An event type published on `<prefix>.evt.<name>`, listed in the AsyncAPI document."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    roles: list[str] | None = Field(
+        None, description="Readers holding one of these roles see it; unset: every reader."
+    )
+    summary: str | None = Field(None, max_length=200)
+    description: str | None = None
+
+
+class DocsConfig(_Model):
+    """The API documentation on the admin port: OpenAPI for the routes, AsyncAPI for the
+    topics, each reader seeing only what its roles allow."""
+
+    enabled: bool = Field(True, description="Serve /api-docs/ on the admin port.")
+    auth: list[DocsAuthPolicy] | None = Field(
+        None,
+        description="How readers authenticate: tried in order, the first that accepts "
+        "the caller admits it. Unset: the config's own jwt, introspection, api_key and "
+        "oauth policies, without their scope and role requirements. The admin token "
+        "always reads everything.",
+    )
+    title: str = Field("relaygate API", description="`info.title` of both documents.")
+    version: str = Field("1.0.0", description="`info.version` of both documents.")
+    description: str | None = Field(None, description="`info.description` (CommonMark).")
+    server_url: str | None = Field(
+        None,
+        description="The gateway's public URL in the OpenAPI `servers`; unset: "
+        "auth_server.issuer, else http://<ingress.host>:<ingress.port>.",
+    )
+    fetch_timeout_ms: int = Field(
+        2_000, ge=1, description="Per fetch of an upstream's OpenAPI document."
+    )
+    cache_s: float = Field(300, ge=0, description="How long a fetched upstream document is kept.")
+    retry_s: float = Field(30, ge=0, description="After a failed fetch, wait this long to retry.")
+    max_document_bytes: int = Field(
+        4 * MiB, ge=1024, description="Larger upstream documents are refused."
+    )
+    events: list[DocsEvent] = Field(
+        default_factory=list, description="Event types to list (topics `<prefix>.evt.<name>`)."
+    )
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, url: str | None) -> str | None:
+        return None if url is None else _http_base_url(url)
+
+
 class Config(BaseSettings):
     """The whole gateway configuration."""
 
@@ -1198,6 +1280,9 @@ class Config(BaseSettings):
         default_factory=dict,
         description="OAuth 2.0 servers that `introspection` policies ask about opaque tokens.",
     )
+    docs: DocsConfig = Field(
+        default_factory=DocsConfig, description="API documentation on the admin port."
+    )
     workers: list[WorkerSpec] = Field(
         default_factory=list,
         description="What `relaygate up` starts; a routing worker is added when upstream "
@@ -1218,7 +1303,9 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        data = self.model_dump(include={"routes", "upstreams", "policies", "tiers", "caller"})
+        data = self.model_dump(
+            include={"routes", "upstreams", "policies", "tiers", "caller", "docs"}
+        )
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
         problems += auth_problems(data, self.issuers, set(self.authorization_servers))
@@ -1329,6 +1416,9 @@ def _policy_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         places += [
             (f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.get("policies") or [])
         ]
+    docs = data.get("docs")
+    if isinstance(docs, dict):
+        places += [(f"docs.auth[{i}]", p) for i, p in enumerate(docs.get("auth") or [])]
     return places
 
 

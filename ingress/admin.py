@@ -1,5 +1,5 @@
 """The admin API (FastAPI, its own port): health, readiness, the running config, stats,
-the routing workers' upstream state, and response-cache purges."""
+the routing workers' upstream state, response-cache purges, and the API docs."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from contracts.telemetry.metrics import (
     registry_with,
 )
 from ingress.admin_credentials import install_credentials
+from ingress.apidocs import install_apidocs
 from ingress.app import IngressApp
 from ingress.upstreams import UpstreamStates
 
@@ -100,4 +101,5 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
         return {"purged": await app.cache.purge(route, path)}
 
     install_credentials(admin, app, config)
+    install_apidocs(admin, app)
     return admin

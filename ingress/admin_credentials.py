@@ -23,6 +23,8 @@ from ingress.auth.store import StoreUnavailable
 log = logging.getLogger("relaygate.admin")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no token
+# The API docs authenticate their readers themselves (ingress/apidocs), the token included.
+OPEN_PREFIX = "/api-docs"
 
 
 class _Fields(BaseModel):
@@ -67,7 +69,8 @@ class AdminToken:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
