@@ -65,6 +65,7 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
             "pending": len(app.bus.pending),
             "late_replies": app.bus.pending.late,
             **asdict(app.stats),
+            "websockets": app.websockets.stats(),
         }
 
     @admin.get("/upstreams", summary="Upstream state (breakers, instance health) per worker")

@@ -36,6 +36,7 @@ from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
+from ingress.ws import WebSockets
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -83,6 +84,7 @@ class IngressApp:
         self.proxies = _proxies(config)
         self.admission = _admission(config, self.retry_after)
         self.endpoints: dict[str, Endpoint] = {}
+        self.websockets = WebSockets(self)
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
             RedisCacheStore(shared.redis, config.bus.prefix)
@@ -107,16 +109,17 @@ class IngressApp:
             self.admission = admission  # requests in flight leave the one they entered
 
     async def aclose(self) -> None:
+        await self.websockets.aclose()
         await self.policy_state.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websockets.serve(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
-        else:  # websocket: not served yet; refuse the handshake cleanly
-            await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.stats.requests += 1

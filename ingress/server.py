@@ -32,7 +32,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
+def _server(app: Any, host: str, port: int, *, http: str, config: Config) -> _Server:
+    ingress = config.ingress
     return _Server(
         uvicorn.Config(
             app,
@@ -40,6 +41,13 @@ def _server(app: Any, host: str, port: int, *, http: str) -> _Server:
             port=port,
             loop="none",  # the CLI installs uvloop before the loop starts
             http=http,
+            # The sans-I/O implementation: no task per socket beside the app's own, and
+            # no deprecated websockets.legacy API; no compression (memory per socket).
+            ws="websockets-sansio",
+            ws_max_size=16 * 1024 * 1024,  # the ceiling; each route has its own limit
+            ws_ping_interval=ingress.ws_ping_interval_s or None,
+            ws_ping_timeout=ingress.ws_ping_timeout_s,
+            ws_per_message_deflate=False,
             lifespan="off",
             access_log=False,
             log_level="warning",
@@ -84,9 +92,11 @@ async def serve_ingress(
     bus = bus_from_config(config, node_id)
     await connect_with_retry(bus)
     app = IngressApp(config, bus)
-    data_plane = _server(app, config.ingress.host, config.ingress.port, http="httptools")
+    data_plane = _server(
+        app, config.ingress.host, config.ingress.port, http="httptools", config=config
+    )
     admin_app = build_admin(app, config)
-    admin = _server(admin_app, config.admin.host, config.admin.port, http="auto")
+    admin = _server(admin_app, config.admin.host, config.admin.port, http="auto", config=config)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -94,7 +104,12 @@ async def serve_ingress(
         admin.should_exit = True
 
     def on_signal() -> None:
-        stop()
+        if app.websockets.connections:
+            # 1001 (going away) to every socket first; uvicorn's own shutdown says 1012.
+            closing = asyncio.ensure_future(app.websockets.shutdown())
+            closing.add_done_callback(lambda _: stop())
+        else:
+            stop()
         exit_if_stuck()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,6 +2,8 @@
 
 Decodes, skips envelopes whose deadline has passed, calls the handler, and makes
 any handler failure a 500 problem reply: a caller never hangs on a worker bug.
+WebSocket envelopes (`ws.open`, `ws.message`, `ws.close`) go to the socket handler;
+what it returns is sent back to the connection.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from contracts import websocket as ws
 from contracts.codec import CodecError, EnvelopeCodec
-from contracts.envelope import REQUEST
+from contracts.envelope import REQUEST, Envelope
 from workers.sdk.messages import Request, Response
+from workers.sdk.sockets import SocketEvent, SocketHandlerFn, Sockets
 
 log = logging.getLogger("relaygate.worker")
 
@@ -29,10 +33,21 @@ class Reply:
 class EnvelopeProcessor:
     """`process(bytes) -> Reply | None`, plus counters a worker exposes."""
 
-    def __init__(self, handler: HandlerFn, *, codec: EnvelopeCodec, source: str) -> None:
+    def __init__(
+        self,
+        handler: HandlerFn | None,
+        *,
+        codec: EnvelopeCodec,
+        source: str,
+        on_socket: SocketHandlerFn | None = None,
+        sockets: Sockets | None = None,
+    ) -> None:
         self.handler = handler
         self.codec = codec
         self.source = source
+        self.on_socket = on_socket
+        # Set by the runtime once it can publish (it needs the broker's connection).
+        self.sockets = sockets
         self.expired = 0
         self.failed = 0
         self.undecodable = 0
@@ -44,12 +59,24 @@ class EnvelopeProcessor:
             self.undecodable += 1
             log.warning("dropping undecodable message: %s", exc)
             return None
+        if envelope.type in ws.TO_WORKER:
+            await self._socket(envelope)
+            return None
         if envelope.expired():
             # Nobody waits for this any more; doing the work would only add load.
             self.expired += 1
             return None
         try:
-            response = await self.handler(Request(envelope))
+            if self.handler is None:
+                response = Response.problem(
+                    501,
+                    "no-http-handler",
+                    "Not implemented",
+                    f"the worker of {envelope.subject or 'this route'} only serves WebSockets",
+                    correlation_id=envelope.correlationid,
+                )
+            else:
+                response = await self.handler(Request(envelope))
         except Exception as exc:
             self.failed += 1
             log.exception(
@@ -70,3 +97,21 @@ class EnvelopeProcessor:
             status=response.status, headers=response.headers, data=response.body, source=self.source
         )
         return Reply(envelope.replyto, envelope.correlationid, self.codec.encode(reply))
+
+    async def _socket(self, envelope: Envelope) -> None:
+        sockets = self.sockets
+        if self.on_socket is None or sockets is None:
+            self.undecodable += 1
+            log.warning("no socket handler for %s on %s", envelope.type, envelope.subject)
+            return
+        try:
+            answer = await self.on_socket(SocketEvent(envelope), sockets)
+            if answer is not None and envelope.type != ws.CLOSE:
+                await sockets.send(envelope.correlationid, answer)
+        except Exception:
+            self.failed += 1
+            log.exception(
+                "socket handler failed for %s (connection %s)",
+                envelope.subject,
+                envelope.correlationid,
+            )
