@@ -73,6 +73,7 @@ class WebSockets:
         return {
             "open": len(connections),
             "channels": len(connections.channels),
+            "members": sum(len(members) for members in connections.channels.values()),
             "pushed": connections.pushed,
             "dropped": connections.dropped,
             **asdict(self.counters),

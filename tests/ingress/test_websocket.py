@@ -258,3 +258,30 @@ def test_websocket_needs_a_worker_route(tmp_path: Path) -> None:
     assert any(
         "routes[0]" in problem and "websocket" in problem for problem in error.value.problems
     )
+
+
+async def test_a_client_that_does_not_read_gets_its_pushes_in_order_later(
+    gateway: Gateway,
+) -> None:
+    async with (
+        connect(gateway.url("chat"), max_queue=1) as slow,
+        connect(gateway.url("chat")) as fast,
+    ):
+        slow_id = (await _whoami(slow))["connection"]
+        await _whoami(fast)
+        payload = "p" * 60_000
+        for i in range(150):  # ~9 MB: more than the socket buffers hold
+            await gateway.pusher.send(slow_id, f"{i}:{payload}")
+        connections = gateway.app.websockets.connections
+        for _ in range(100):
+            if connections.by_id[slow_id].queued:
+                break
+            await asyncio.sleep(0.02)
+        assert connections.by_id[slow_id].queued > 0  # its transport is paused: sends wait
+        await gateway.pusher.publish("lobby", "meanwhile")
+        assert await asyncio.wait_for(fast.recv(), 5) == "meanwhile"  # not held up
+        received = [await asyncio.wait_for(slow.recv(), 10) for _ in range(150)]
+        assert [str(message).split(":", 1)[0] for message in received] == [
+            str(i) for i in range(150)
+        ]
+        assert await asyncio.wait_for(slow.recv(), 5) == "meanwhile"
