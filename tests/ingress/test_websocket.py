@@ -285,3 +285,51 @@ async def test_a_client_that_does_not_read_gets_its_pushes_in_order_later(
             str(i) for i in range(150)
         ]
         assert await asyncio.wait_for(slow.recv(), 5) == "meanwhile"
+
+
+async def test_keepalive_pings_and_closes_a_silent_peer_with_1011(tmp_path: Path) -> None:
+    bus = MemoryBus(topics=Topics(), node_id="node-k", hub=MemoryHub())
+    await bus.connect()
+    config = Config(
+        state={"dir": str(tmp_path)},
+        ingress={"ws_ping_interval_s": 0.2, "ws_ping_timeout_s": 0.3},
+        routes=[
+            {
+                "name": "chat",
+                "when": {"path": "/chat"},
+                "to": {"type": "worker", "topic": "chat"},
+                "websocket": {},
+            }
+        ],
+    )
+    app = IngressApp(config, bus)
+    port = free_port()
+    server = _server(app, "127.0.0.1", port, http="httptools", config=config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        # A raw client that completes the handshake and then never answers a ping.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        opcodes = []
+        while True:
+            frame = await asyncio.wait_for(reader.readexactly(2), 5)
+            body = await reader.readexactly(frame[1] & 0x7F)
+            opcodes.append(frame[0] & 0x0F)
+            if opcodes[-1] == 0x8:  # close
+                assert int.from_bytes(body[:2], "big") == 1011
+                break
+        assert opcodes == [0x9, 0x8]  # one ping, unanswered, then the close
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
+        await app.aclose()
+        await bus.close()
