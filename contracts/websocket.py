@@ -18,6 +18,8 @@ so no registry outside the nodes is needed (node ids have no ':').
 
 from __future__ import annotations
 
+import re
+
 from contracts.envelope import Envelope, HttpInfo, new_id, now_ms
 from contracts.topics import Topics
 
@@ -35,6 +37,7 @@ TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
 
 _SEPARATOR = ":"
+_NODE = re.compile(r"^[A-Za-z0-9_-]+$")  # as `ingress.node_id`: one topic token
 
 
 def connection_id(node_id: str) -> str:
@@ -44,7 +47,7 @@ def connection_id(node_id: str) -> str:
 def node_of(connection: str) -> str:
     """The node holding `connection`; ValueError when it is not a connection id."""
     node, separator, rest = connection.rpartition(_SEPARATOR)
-    if not separator or not node or not rest:
+    if not separator or not rest or not _NODE.match(node):
         raise ValueError(f"{connection!r} is not a WebSocket connection id")
     return node
 

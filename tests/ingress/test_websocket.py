@@ -333,3 +333,21 @@ async def test_keepalive_pings_and_closes_a_silent_peer_with_1011(tmp_path: Path
         await task
         await app.aclose()
         await bus.close()
+
+
+async def test_pushes_refuse_what_no_node_could_deliver(gateway: Gateway) -> None:
+    for bad in ("no-node-here", "a.b:c", "node-a:", ":x", "node > x:y"):
+        with pytest.raises(ValueError, match="not a WebSocket connection id"):
+            await gateway.pusher.send(bad, "x")
+    with pytest.raises(ValueError, match="close code"):
+        await gateway.pusher.close("node-a:0123", code=1001)
+    with pytest.raises(ValueError, match="channel name"):
+        await gateway.pusher.publish("", "x")
+    async with connect(gateway.url("chat")) as socket:  # the node listens once it has one
+        await _whoami(socket)
+        await gateway.pusher.send("node-a:gone", "to nobody")  # a well-formed id, closed
+        for _ in range(100):
+            if gateway.app.websockets.stats()["unknown_target"]:
+                break
+            await asyncio.sleep(0.01)
+    assert gateway.app.websockets.stats()["unknown_target"] == 1
