@@ -178,6 +178,12 @@ class IngressConfig(_Model):
     limits: IngressLimits = Field(
         IngressLimits(), description="Connection and request-head limits, slow-client timeouts."
     )
+    ws_ping_interval_s: float = Field(
+        20.0, ge=0, description="WebSocket keep-alive ping interval; 0: no pings."
+    )
+    ws_ping_timeout_s: float = Field(
+        20.0, gt=0, description="A socket whose pong is this late is closed (1011)."
+    )
 
 
 class AdminConfig(_Model):
@@ -720,6 +726,16 @@ _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+def _origin_list(origins: list[str]) -> list[str]:
+    out = []
+    for origin in origins:
+        lowered = origin.lower().rstrip("/")
+        if lowered != "*" and not _ORIGIN.match(lowered):
+            raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port] or '*'")
+        out.append(lowered)
+    return out
+
+
 class CorsOptions(_Model):
     """Cross-origin requests from browsers; preflights are answered at the ingress."""
 
@@ -745,13 +761,7 @@ class CorsOptions(_Model):
     @field_validator("origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
-        out = []
-        for origin in origins:
-            lowered = origin.lower().rstrip("/")
-            if lowered != "*" and not _ORIGIN.match(lowered):
-                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port] or '*'")
-            out.append(lowered)
-        return out
+        return _origin_list(origins)
 
     @field_validator("methods")
     @classmethod
@@ -770,6 +780,37 @@ class CorsOptions(_Model):
             if name != "*" and not _TOKEN.match(name):
                 raise ValueError(f"{name!r} is not a header name")
         return [name.lower() for name in names]
+
+
+class WebSocketRate(_Model):
+    """A token bucket per connection: `burst` messages at once, refilled at `messages_per_s`."""
+
+    messages_per_s: float = Field(gt=0, description="Sustained messages per second.")
+    burst: int = Field(ge=1, description="Messages a connection may send at once.")
+
+
+class WebSocketOptions(_Model):
+    """Clients open a WebSocket at `/ws/<route name>`; each message they send becomes a
+    `ws.message` envelope on the route's topic (see docs/websocket.md)."""
+
+    origins: list[str] | None = Field(
+        None,
+        description="Origins browsers may connect from, exact or '*'. Unset: the route's "
+        "cors.origins, else only the gateway's own host. Clients that send no Origin "
+        "(not browsers) are not checked.",
+    )
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1, le=16 * MiB, description="A larger message closes the socket (1009)."
+    )
+    rate: WebSocketRate | None = Field(
+        WebSocketRate(messages_per_s=100, burst=100),
+        description="Per connection; a client over it is closed (1008). null: no limit.",
+    )
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: list[str] | None) -> list[str] | None:
+        return None if origins is None else _origin_list(origins)
 
 
 class HeaderRule(_Model):
@@ -931,6 +972,15 @@ class Route(_Model):
     docs: RouteDocs = Field(
         default_factory=RouteDocs, description="The route in the API docs (/api-docs/)."
     )
+    websocket: WebSocketOptions | None = Field(
+        None, description="Set to accept WebSockets at /ws/<name>; unset: HTTP only."
+    )
+
+    @model_validator(mode="after")
+    def _websocket_target(self) -> Route:
+        if self.websocket is not None and not isinstance(self.to, WorkerTarget):
+            raise ValueError("websocket: needs `to: {type: worker, ...}`: messages go to a topic")
+        return self
 
 
 def _http_url(url: str) -> str:

@@ -19,7 +19,10 @@ def check_name(name: str) -> str:
 
 
 class Topics:
-    """`rg.req.<route>`, `rg.reply.<node>`, `rg.evt.<event>`, `rg.dlq.<name>`."""
+    """`rg.req.<route>`, `rg.reply.<node>`, `rg.evt.<event>`, `rg.dlq.<name>`, and for
+    WebSockets `rg.ws.node.<node>` (pushes for the sockets one node holds) and
+    `rg.ws.chan` (channel pushes, which every node hears: one subject, so it works
+    the same on NATS and Kafka)."""
 
     __slots__ = ("prefix",)
 
@@ -37,3 +40,9 @@ class Topics:
 
     def dead_letter(self, name: str) -> str:
         return f"{self.prefix}.dlq.{name}"
+
+    def ws_node(self, node_id: str) -> str:
+        return f"{self.prefix}.ws.node.{node_id}"
+
+    def ws_channels(self) -> str:
+        return f"{self.prefix}.ws.chan"

@@ -74,6 +74,7 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
             "pending": len(app.bus.pending),
             "late_replies": app.bus.pending.late,
             **asdict(app.stats),
+            "websockets": app.websockets.stats(),
         }
 
     if config.telemetry.metrics.enabled:

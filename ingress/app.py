@@ -38,6 +38,7 @@ from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_r
 from ingress.routes import CompiledRoute, RouteTable
 from ingress.telemetry import IngressTelemetry
 from ingress.transport import check_json_depth
+from ingress.ws import WebSockets
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -87,6 +88,7 @@ class IngressApp:
         self.admission = _admission(config, self.retry_after)
         self.endpoints: dict[str, Endpoint] = {}
         self.telemetry = IngressTelemetry(config)
+        self.websockets = WebSockets(self)
         shared = self.policy_state.shared  # the cache outlives reloads too
         self.cache = ResponseCache(
             RedisCacheStore(shared.redis, config.bus.prefix)
@@ -112,16 +114,17 @@ class IngressApp:
         self.telemetry.reload(config)
 
     async def aclose(self) -> None:
+        await self.websockets.aclose()
         await self.policy_state.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websockets.serve(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
-        else:  # websocket: not served yet; refuse the handshake cleanly
-            await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.stats.requests += 1

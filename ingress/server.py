@@ -35,8 +35,15 @@ class _Server(uvicorn.Server):
 
 
 def _server(
-    app: Any, host: str, port: int, *, http: str | type[asyncio.Protocol], keepalive_s: int = 5
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    http: str | type[asyncio.Protocol],
+    config: Config,
+    keepalive_s: int = 5,
 ) -> _Server:
+    ingress = config.ingress
     return _Server(
         uvicorn.Config(
             app,
@@ -44,6 +51,13 @@ def _server(
             port=port,
             loop="none",  # the CLI installs uvloop before the loop starts
             http=http,
+            # The sans-I/O implementation: no task per socket beside the app's own, and
+            # no deprecated websockets.legacy API; no compression (memory per socket).
+            ws="websockets-sansio",
+            ws_max_size=16 * 1024 * 1024,  # the ceiling; each route has its own limit
+            ws_ping_interval=ingress.ws_ping_interval_s or None,
+            ws_ping_timeout=ingress.ws_ping_timeout_s,
+            ws_per_message_deflate=False,
             lifespan="off",
             access_log=False,
             log_level="warning",
@@ -67,6 +81,7 @@ def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_
             ingress.host,
             ingress.port,
             http=transport.protocol,
+            config=config,
             keepalive_s=keepalive,
         )
     ]
@@ -78,6 +93,7 @@ def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_
                 ingress.host,
                 ingress.tls.redirect_port,
                 http=transport.redirect_protocol,
+                config=config,
                 keepalive_s=keepalive,
             )
         )
@@ -118,7 +134,7 @@ async def serve_ingress(
     await connect_with_retry(bus)
     app = IngressApp(config, bus)
     admin_app = build_admin(app, config)
-    admin = _server(admin_app, config.admin.host, config.admin.port, http="auto")
+    admin = _server(admin_app, config.admin.host, config.admin.port, http="auto", config=config)
     servers = [*data_plane_servers(app, config, transport), admin]
     loop = asyncio.get_running_loop()
 
@@ -127,7 +143,12 @@ async def serve_ingress(
             server.should_exit = True
 
     def on_signal() -> None:
-        stop()
+        if app.websockets.connections:
+            # 1001 (going away) to every socket first; uvicorn's own shutdown says 1012.
+            closing = asyncio.ensure_future(app.websockets.shutdown())
+            closing.add_done_callback(lambda _: stop())
+        else:
+            stop()
         exit_if_stuck()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,17 +8,26 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.nats import NatsBroker, NatsMessage
 
+from contracts.topics import Topics
 from workers.sdk.serve import EnvelopeProcessor
+from workers.sdk.sockets import Sockets
 
 REPLY_CID_HEADER = "rg-correlation-id"
 
 
-def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) -> FastStream:
+def build_app(
+    url: str, topics: Topics, subject: str, group: str, processor: EnvelopeProcessor
+) -> FastStream:
     scheme, _, address = url.partition("://")
     processor.topic = processor.topic or subject
     processor.system = "kafka" if scheme == "kafka" else "nats"
     if scheme == "kafka":
         kafka = KafkaBroker(address.split(","))
+
+        async def kafka_publish(topic: str, data: bytes) -> None:
+            await kafka.publish(data, topic=topic)
+
+        processor.sockets = Sockets(kafka_publish, topics, source=processor.source)
 
         # no_reply: the reply goes out below, by correlation id; FastStream would send
         # the handler's None as a second one. Earliest, like the bus binding: a request
@@ -44,6 +53,11 @@ def build_app(url: str, subject: str, group: str, processor: EnvelopeProcessor) 
         return FastStream(kafka)
 
     nats = NatsBroker(url)
+
+    async def nats_publish(topic: str, data: bytes) -> None:
+        await nats.publish(data, subject=topic)
+
+    processor.sockets = Sockets(nats_publish, topics, source=processor.source)
 
     @nats.subscriber(subject, queue=group, no_reply=True)
     async def on_nats(msg: NatsMessage) -> None:

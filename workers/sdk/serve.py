@@ -4,6 +4,8 @@ Decodes, skips envelopes whose deadline has passed, calls the handler, and makes
 any handler failure a 500 problem reply: a caller never hangs on a worker bug.
 Each message is observed: a CONSUMER span continuing the envelope's trace (when
 tracing is on), log lines carrying its correlation and trace ids, and metrics.
+WebSocket envelopes (`ws.open`, `ws.message`, `ws.close`) go to the socket handler;
+what it returns is sent back to the connection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
+from contracts import websocket as ws
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.envelope import REQUEST, Envelope, now_ms
 from contracts.telemetry import logs, tracing
@@ -30,6 +33,7 @@ from contracts.telemetry.metrics import (
     MeterCache,
 )
 from workers.sdk.messages import Request, Response
+from workers.sdk.sockets import SocketEvent, SocketHandlerFn, Sockets
 
 log = logging.getLogger("relaygate.worker")
 
@@ -51,12 +55,22 @@ class EnvelopeProcessor:
     subscription's, set by whoever subscribes) names the CONSUMER spans."""
 
     def __init__(
-        self, handler: HandlerFn, *, codec: EnvelopeCodec, source: str, topic: str = ""
+        self,
+        handler: HandlerFn | None,
+        *,
+        codec: EnvelopeCodec,
+        source: str,
+        topic: str = "",
+        on_socket: SocketHandlerFn | None = None,
+        sockets: Sockets | None = None,
     ) -> None:
         self.handler = handler
         self.codec = codec
         self.source = source
         self.topic = topic
+        self.on_socket = on_socket
+        # Set by the runtime once it can publish (it needs the broker's connection).
+        self.sockets = sockets
         self.system = ""  # messaging.system of the spans: nats, kafka
         self.expired = 0
         self.failed = 0
@@ -71,6 +85,9 @@ class EnvelopeProcessor:
             self.undecodable += 1
             _UNDECODABLE.inc()
             log.warning("dropping undecodable message: %s", exc)
+            return None
+        if envelope.type in ws.TO_WORKER:
+            await self._socket(envelope)
             return None
         now = now_ms()
         if envelope.expired(now):
@@ -108,6 +125,14 @@ class EnvelopeProcessor:
         return Reply(envelope.replyto, envelope.correlationid, self.codec.encode(reply))
 
     async def _handle(self, envelope: Envelope) -> Response:
+        if self.handler is None:
+            return Response.problem(
+                501,
+                "no-http-handler",
+                "Not implemented",
+                f"the worker of {envelope.subject or 'this route'} only serves WebSockets",
+                correlation_id=envelope.correlationid,
+            )
         try:
             return await self.handler(Request(envelope))
         except Exception as exc:
@@ -124,6 +149,27 @@ class EnvelopeProcessor:
                 f"{type(exc).__name__} in the handler of {envelope.subject or 'this route'}",
                 correlation_id=envelope.correlationid,
             )
+
+    async def _socket(self, envelope: Envelope) -> None:
+        sockets = self.sockets
+        if self.on_socket is None or sockets is None:
+            self.undecodable += 1
+            log.warning("no socket handler for %s on %s", envelope.type, envelope.subject)
+            return
+        token = logs.bind(envelope.correlationid, logs.trace_id_of(envelope.traceparent))
+        try:
+            answer = await self.on_socket(SocketEvent(envelope), sockets)
+            if answer is not None and envelope.type != ws.CLOSE:
+                await sockets.send(envelope.correlationid, answer)
+        except Exception:
+            self.failed += 1
+            log.exception(
+                "socket handler failed for %s (connection %s)",
+                envelope.subject,
+                envelope.correlationid,
+            )
+        finally:
+            logs.unbind(token)
 
     def _delay(self, route: str) -> Any:
         child = self._delays.get(route)

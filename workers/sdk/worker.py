@@ -10,6 +10,8 @@
 
 `relaygate worker module --target myteam.orders:worker` runs it on FastStream; the
 built-in workers run the same `EnvelopeProcessor` on the lighter bus facade.
+`@worker.socket` adds a handler for the WebSocket messages of routes with
+`websocket:` (see workers/sdk/sockets.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contracts.codec import EnvelopeCodec
 from contracts.telemetry.metrics import BUS_PUBLISH
 from contracts.topics import Topics, check_name
 from workers.sdk.serve import EnvelopeProcessor, HandlerFn
+from workers.sdk.sockets import SocketHandlerFn, Sockets
 
 if TYPE_CHECKING:
     from faststream import FastStream
@@ -35,15 +38,31 @@ class Worker:
         self.group = group or f"workers.{topic}"
         self.concurrency = concurrency
         self._handler: HandlerFn | None = None
+        self._socket: SocketHandlerFn | None = None
 
     def handler(self, fn: HandlerFn) -> HandlerFn:
         self._handler = fn
         return fn
 
-    def processor(self, source: str, codec: EnvelopeCodec | None = None) -> EnvelopeProcessor:
-        if self._handler is None:
-            raise RuntimeError(f"worker for {self.topic!r} has no handler: use @worker.handler")
-        return EnvelopeProcessor(self._handler, codec=codec or EnvelopeCodec(), source=source)
+    def socket(self, fn: SocketHandlerFn) -> SocketHandlerFn:
+        """The handler of WebSocket opens, messages and closes on this topic."""
+        self._socket = fn
+        return fn
+
+    def processor(
+        self, source: str, codec: EnvelopeCodec | None = None, sockets: Sockets | None = None
+    ) -> EnvelopeProcessor:
+        if self._handler is None and self._socket is None:
+            raise RuntimeError(
+                f"worker for {self.topic!r} has no handler: use @worker.handler or @worker.socket"
+            )
+        return EnvelopeProcessor(
+            self._handler,
+            codec=codec or EnvelopeCodec(),
+            source=source,
+            on_socket=self._socket,
+            sockets=sockets,
+        )
 
     async def serve(self, bus: Bus, codec: EnvelopeCodec | None = None) -> Subscription:
         """Subscribe on the bus facade (the built-in workers' path)."""
@@ -51,7 +70,7 @@ class Worker:
             bus,
             bus.topics.request(self.topic),
             self.group,
-            self.processor(f"relaygate://worker/{bus.node_id}", codec),
+            self.processor(f"relaygate://worker/{bus.node_id}", codec, Sockets.on_bus(bus, codec)),
             self.concurrency,
         )
 
@@ -59,8 +78,9 @@ class Worker:
         """A FastStream application serving this worker on `nats://` or `kafka://`."""
         from workers.sdk.faststream_app import build_app
 
-        subject = Topics(prefix).request(self.topic)
-        return build_app(url, subject, self.group, self.processor(f"relaygate://worker/{node_id}"))
+        topics = Topics(prefix)
+        processor = self.processor(f"relaygate://worker/{node_id}")
+        return build_app(url, topics, topics.request(self.topic), self.group, processor)
 
 
 async def serve_on_bus(
