@@ -1,4 +1,4 @@
-"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `check FILE`, `schema`."""
+"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `bridge`, `check FILE`, `schema`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--topic", action="append", help="echo: topic(s) to serve")
     worker.add_argument("--target", help="module: package.module:worker")
     worker.add_argument("--ready-file", help=argparse.SUPPRESS)
+
+    bridge = sub.add_parser("bridge", help="one webhook bridge replica (delivery + admin API)")
+    bridge.add_argument("--config", "-c", required=True)
+    bridge.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate a config file; every error with its path")
     check.add_argument("file")
@@ -98,6 +102,11 @@ def _run(args: argparse.Namespace) -> int:
         from ingress.server import serve_ingress
 
         asyncio.run(serve_ingress(config, args.ready_file, args.config))
+        return 0
+    if args.command == "bridge":
+        from bridge.server import serve_bridge
+
+        asyncio.run(serve_bridge(config, args.ready_file))
         return 0
     spec = _worker_spec(config, args)
     from workers.runner import serve_worker

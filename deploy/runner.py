@@ -200,6 +200,10 @@ class Supervisor:
                 argv += ["--ready-file", str(ready)]
                 reloads = isinstance(spec, RoutingWorker)
                 workers.append(self.add(Child(name, argv, ready, reloads=reloads)))
+        if self.config.bridge.enabled:
+            ready = self.rundir / "ready-bridge"
+            argv = self._cli("bridge", "--config", str(config_file), "--ready-file", str(ready))
+            workers.append(self.add(Child("bridge", argv, ready)))
         self.wait_ready(workers)
         ready = self.rundir / "ready-ingress"
         ingress = self.add(
@@ -330,6 +334,9 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]
+    if config.bridge.enabled:
+        bridge = f"http://{config.bridge.host}:{config.bridge.port}"
+        lines.append(f"  bridge   {bridge}  (webhook endpoints, /docs)")
     for spec in config.effective_workers():
         if isinstance(spec, EchoWorker):
             what = ", ".join(topics.request(t) for t in spec.topics)
