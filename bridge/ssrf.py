@@ -14,6 +14,7 @@ through. Decimal, hex, octal and short IPv4 forms (`2130706433`, `0x7f000001`,
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import re
 import socket
@@ -143,7 +144,7 @@ class GuardedResolver(AbstractResolver):
         for result in results:
             why = self._policy.refusal(ipaddress.ip_address(result["host"].split("%", 1)[0]))
             if why is not None:
-                raise OSError(f"{host} resolves to {why}")
+                raise OSError(errno.EACCES, f"{host} refused: {why}")
         return results
 
     async def close(self) -> None:

@@ -46,6 +46,7 @@ class Bridge(RelaygateRole):
 
     def __init__(self, workdir: Path, name: str, nats_url: str, prefix: str, **bridge: Any):
         self.port = free_port()
+        self.prefix = prefix
         config = write_config(
             workdir / f"{name}.yaml", bridge_config(nats_url, prefix, self.port, **bridge)
         )
@@ -90,10 +91,12 @@ class Receiver:
     host: str = "127.0.0.1"
     secrets: list[str] = field(default_factory=list)
     answer: Callable[[int], int | None] = lambda n: 200
+    delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -109,6 +112,7 @@ class Receiver:
         return self
 
     async def stop(self) -> None:
+        self._released.set()  # requests left hanging end now
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -129,9 +133,11 @@ class Receiver:
             Received(headers.get("webhook-id", ""), payload, headers, time.time(), body)
         )
         status = self.answer(number)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if status is None:
-            await asyncio.sleep(3600)
-            status = 200
+            await self._released.wait()
+            status = 503
         return web.Response(status=status, text=f"answer {status}")
 
     def ids(self) -> list[str]:
