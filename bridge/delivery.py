@@ -149,6 +149,10 @@ class Deliverer:
             await self._deliver(running, message, replay=True)
 
         concurrency, ack_wait = endpoint.max_concurrency, self.config.redeliver_after_s
+        if endpoint.rate_per_s:
+            # A message waits for its turn after the broker handed it over; past
+            # ack_wait it would come again. Hold no more than half of that in hand.
+            concurrency = max(1, min(concurrency, int(endpoint.rate_per_s * ack_wait / 2)))
         running.consumers.append(
             await self.bus.consume(
                 self.events_topic,
