@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from bridge import replay
 from bridge.delivery import Deliverer
-from bridge.jetstream import EndpointStore
+from bridge.jetstream import Conflict, EndpointStore
 from bridge.model import (
     Attempt,
     DeadLetter,
@@ -30,6 +31,7 @@ from bridge.model import (
 )
 from bridge.signing import new_secret
 from bridge.ssrf import AddressPolicy, UnsafeUrl, check_url
+from contracts.bus.errors import BusError
 from contracts.config import BridgeConfig, redact_url
 from contracts.problems import CONTENT_TYPE, problem
 
@@ -68,6 +70,21 @@ def build_bridge_admin(
             errors=errors,
         )
         return Response(body, status_code=422, media_type=CONTENT_TYPE)
+
+    @admin.exception_handler(BusError)
+    @admin.exception_handler(nats.errors.Error)
+    @admin.exception_handler(Conflict)
+    async def on_bus_error(request: Request, exc: Exception) -> Response:
+        body = problem(
+            503,
+            "bus-unavailable",
+            "The bridge cannot reach its store",
+            f"{type(exc).__name__}: {exc}",
+            instance=request.url.path,
+        )
+        return Response(
+            body, status_code=503, media_type=CONTENT_TYPE, headers={"retry-after": "1"}
+        )
 
     async def safe(url: str) -> None:
         try:

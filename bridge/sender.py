@@ -61,9 +61,9 @@ class Sender:
             return Outcome(None, 0.0, f"refused: {exc}")
         timestamp = int(time.time())
         headers = {
-            **endpoint.headers,
-            "content-type": content_type,
             "user-agent": USER_AGENT,
+            **{name.lower(): value for name, value in endpoint.headers.items()},
+            "content-type": content_type,
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(

@@ -118,11 +118,16 @@ class _JetStreamConsumer(DurableConsumer):
         finally:
             self._slots.release()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Handlers get `grace_s` to finish; those cut short are not acknowledged, so
+        the broker delivers their messages again after ack_wait."""
         self._loop.cancel()
         await asyncio.gather(self._loop, return_exceptions=True)
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=10.0)
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         with contextlib.suppress(nats.errors.Error):
             await self._sub.unsubscribe()
 

@@ -47,7 +47,8 @@ DurableHandler = Callable[[Delivered], Awaitable[None]]
 class DurableConsumer(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Stop taking messages; handlers already running finish. The position stays."""
+        """Stop taking messages; handlers already running get a few seconds to finish
+        (those cut short are delivered again). The position stays."""
 
     @abc.abstractmethod
     async def delete(self) -> None:
