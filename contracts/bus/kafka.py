@@ -48,10 +48,11 @@ topic cache of one connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -212,7 +213,12 @@ class _GroupConsumer(DurableConsumer):
             attempt = 1
             while True:
                 delivered = Delivered(
-                    record.topic, message.data, message.headers, attempt, record.offset
+                    record.topic,
+                    message.data,
+                    message.headers,
+                    attempt,
+                    record.offset,
+                    record.partition,
                 )
                 try:
                     async with self._slots:
@@ -554,6 +560,68 @@ class KafkaBus(Bus, Streams):
             await consumer.stop()
             raise
         return _GroupConsumer(consumer, handler, concurrency)
+
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        tp = TopicPartition(topic, partition)
+        async with self._reader([tp]) as consumer:
+            consumer.seek(tp, sequence)
+            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
+            for record in batch.get(tp, []):
+                if record.offset == sequence:
+                    value: bytes = record.value or b""
+                    return value
+        return None
+
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        await self._ensure_topic(topic)
+        partitions = await self._active_producer.partitions_for(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        found: list[tuple[int, bytes]] = []
+        async with self._reader(tps) as consumer:
+            starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            ends = await consumer.end_offsets(tps)
+            reading: set[TopicPartition] = set()
+            for tp in tps:
+                start = starts.get(tp)
+                if start is not None and start.offset < ends[tp]:
+                    consumer.seek(tp, start.offset)
+                    reading.add(tp)
+            while reading and len(found) < limit:
+                batches = await consumer.getmany(*reading, timeout_ms=2_000)
+                if not batches:
+                    break
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.offset >= ends[tp] or record.timestamp > until_ms:
+                            reading.discard(tp)
+                            break
+                        found.append((record.timestamp, record.value or b""))
+                        if record.offset >= ends[tp] - 1:
+                            reading.discard(tp)
+                            break
+        found.sort(key=lambda item: item[0])
+        return [data for _, data in found[:limit]]
+
+    @contextlib.asynccontextmanager
+    async def _reader(self, tps: list[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
+        """A consumer without a group, reading the given partitions from where it seeks."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            request_timeout_ms=_REQUEST_TIMEOUT_MS,
+        )
+        try:
+            await consumer.start()
+            consumer.assign(tps)
+            yield consumer
+        except KafkaError as exc:
+            raise NotConnected(f"reading {tps[0].topic if tps else ''} failed: {exc!r}") from exc
+        finally:
+            await consumer.stop()
 
     # ------------------------------------------------------------------ request/reply
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class _Stream:
     """A durable topic: its messages, the ids seen (dedupe) and each durable's cursor."""
 
     messages: list[tuple[bytes, Mapping[str, str] | None]] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     cursors: dict[str, int] = field(default_factory=dict)
     grew: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -229,6 +231,7 @@ class MemoryBus(Bus, Streams):
         stream.ids.add(msg_id)
         async with stream.grew:
             stream.messages.append((data, dict(headers) if headers else None))
+            stream.times.append(time.time_ns() // 1_000_000)
             stream.grew.notify_all()
 
     async def consume(
@@ -245,3 +248,18 @@ class MemoryBus(Bus, Streams):
         stream = self.hub.streams[topic]
         stream.cursors.setdefault(durable, 0 if start == "all" else len(stream.messages))
         return _MemoryConsumer(topic, stream, durable, handler, concurrency)
+
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        messages = self.hub.streams[topic].messages
+        return messages[sequence - 1][0] if 0 < sequence <= len(messages) else None
+
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        stream = self.hub.streams[topic]
+        found = [
+            data
+            for (data, _), at in zip(stream.messages, stream.times, strict=True)
+            if since_ms <= at <= until_ms
+        ]
+        return found[:limit]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Mapping
 
@@ -351,3 +352,40 @@ class NatsBus(Bus, Streams):
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise TopicUnavailable(f"cannot consume {topic} as {durable}: {exc}") from exc
         return _JetStreamConsumer(js, sub, stream, durable, handler, concurrency)
+
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        stream = await self.ensure_stream(topic)
+        try:
+            raw = await self.jetstream.get_msg(stream, seq=sequence)
+        except nats.js.errors.NotFoundError:
+            return None
+        return raw.data or b""
+
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        stream = await self.ensure_stream(topic)
+        start = datetime.datetime.fromtimestamp(since_ms / 1000, tz=datetime.UTC)
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+            filter_subject=topic,
+        )
+        sub = await self.jetstream.pull_subscribe(topic, stream=stream, config=config)
+        found: list[bytes] = []
+        try:
+            while len(found) < limit:
+                try:
+                    batch = await sub.fetch(min(256, limit - len(found)), timeout=0.5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break
+                for msg in batch:
+                    if msg.metadata.timestamp.timestamp() * 1000 > until_ms:
+                        return found
+                    found.append(msg.data)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return found

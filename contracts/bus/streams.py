@@ -24,13 +24,15 @@ Start = Literal["all", "new"]
 @dataclass(slots=True, frozen=True)
 class Delivered:
     """A message handed to a durable consumer. `attempt` is 1 on first delivery and
-    counts every redelivery (retries and crashes alike); `sequence` is its position."""
+    counts every redelivery (retries and crashes alike); (`partition`, `sequence`) is its
+    position, which `read_one` takes (NATS streams have one partition, 0)."""
 
     topic: str
     data: bytes
     headers: Mapping[str, str] | None
     attempt: int
     sequence: int
+    partition: int = 0
 
 
 class RetryLater(Exception):
@@ -84,6 +86,16 @@ class Streams(abc.ABC):
         """Run `handler` on each message of `topic` for the durable consumer `durable`,
         up to `concurrency` at once. A new consumer starts at the first stored message
         (`all`) or at the next one published (`new`); an existing one resumes."""
+
+    @abc.abstractmethod
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        """The message stored at a position, or None once it is gone (retention)."""
+
+    @abc.abstractmethod
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        """Up to `limit` messages stored between two times (epoch ms), oldest first."""
 
 
 def durable(bus: object) -> Streams:

@@ -4,6 +4,7 @@ JetStream, Kafka. What one broker cannot do is a property of the test, not a ski
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -161,3 +162,33 @@ async def test_jetstream_redelivers_what_a_dead_consumer_never_acknowledged(
     finally:
         await survivor.close()
         await dying.close()
+
+
+@pytest.mark.parametrize("buses", BINDINGS, indirect=True)
+async def test_stored_messages_can_be_read_by_position_and_by_time(
+    buses: Callable[[], Bus],
+) -> None:
+    bus = buses()
+    await bus.connect()
+    streams = durable(bus)
+    topic = f"rg.test.{uuid.uuid4().hex[:8]}"
+    await streams.publish_durable(topic, b"early", msg_id="e")
+    await asyncio.sleep(0.05)
+    since = time.time_ns() // 1_000_000
+    await streams.publish_durable(topic, b"one", msg_id="1")
+    await streams.publish_durable(topic, b"two", msg_id="2")
+    until = time.time_ns() // 1_000_000
+    await asyncio.sleep(0.05)
+    await streams.publish_durable(topic, b"late", msg_id="l")
+
+    recorder = Recorder()
+    consumer = await streams.consume(topic, "reader", recorder)
+    await eventually(lambda: len(recorder.seen) == 4)
+    await consumer.stop()
+    for seen in recorder.seen:
+        assert await streams.read_one(topic, seen.partition, seen.sequence) == seen.data
+    assert await streams.read_one(topic, 0, 10_000) is None
+
+    window = await streams.read_range(topic, since_ms=since, until_ms=until, limit=10)
+    assert sorted(window) == [b"one", b"two"]
+    assert len(await streams.read_range(topic, since_ms=since, until_ms=until, limit=1)) == 1
