@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, Response
 
 from bridge import replay
 from bridge.delivery import Deliverer
-from bridge.jetstream import Conflict, EndpointStore
 from bridge.model import (
     Attempt,
     DeadLetter,
@@ -31,6 +30,7 @@ from bridge.model import (
 )
 from bridge.signing import new_secret
 from bridge.ssrf import AddressPolicy, UnsafeUrl, check_url
+from bridge.state import Conflict, EndpointStore
 from contracts.bus.errors import BusError
 from contracts.config import BridgeConfig, redact_url
 from contracts.problems import CONTENT_TYPE, problem
@@ -204,9 +204,8 @@ def build_bridge_admin(
     @admin.get("/endpoints/{endpoint_id}/attempts", summary="Delivery attempts, newest first")
     async def attempts(endpoint_id: str, limit: int = Query(100, ge=1, le=1000)) -> list[Attempt]:
         await existing(endpoint_id)
-        entries = await deliverer.attempts.scan(endpoint_id, limit=replay.MAX_REPLAY)
-        found = [Attempt.model_validate_json(e.data) for e in entries[-limit:]]
-        return found[::-1]
+        entries = await deliverer.attempts.scan(endpoint_id, limit=limit, newest_first=True)
+        return [Attempt.model_validate_json(e.data) for e in entries]
 
     @admin.post("/endpoints/{endpoint_id}/replay", summary="Deliver an event or a range again")
     async def replay_events(endpoint_id: str, body: Replay) -> dict[str, int]:
@@ -236,8 +235,7 @@ def build_bridge_admin(
         entry = await deliverer.dead_letters.get(seq)
         if entry is None:
             raise Problem(404, "no-dead-letter", "No such dead letter", f"no dead letter {seq}")
-        endpoint_id = entry.subject.rsplit(".", 1)[-1]
-        await existing(endpoint_id)
+        await existing(entry.key)
         await replay.redrive(deliverer, seq)
         return {"redriven": 1}
 

@@ -12,16 +12,17 @@ import logging
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from bridge.jetstream import EndpointStore, Journal
 from bridge.model import Attempt, Endpoint, event_matcher, now_ms
 from bridge.sender import Outcome, Sender
-from contracts.bus.nats import NatsBus, stream_name
-from contracts.bus.streams import Delivered, DurableConsumer, RetryLater
+from bridge.state import EndpointStore, Journal
+from contracts.bus.base import Bus
+from contracts.bus.streams import Delivered, DurableConsumer, RetryLater, durable
 from contracts.codec import CodecError, EnvelopeCodec
 from contracts.config import BridgeConfig
 from contracts.envelope import EVENT_PREFIX, Envelope
@@ -29,6 +30,7 @@ from contracts.envelope import EVENT_PREFIX, Envelope
 log = logging.getLogger("relaygate.bridge")
 
 _PAUSED_RECHECK_S = 5.0
+_STOP_GRACE_S = 1.0
 
 Result = Literal["delivered", "retry", "dead-lettered", "endpoint-disabled"]
 
@@ -79,9 +81,8 @@ class Pacer:
             await asyncio.sleep(at - now)
 
 
-def consumer_names(endpoint_id: str) -> tuple[str, str]:
-    """Durable names of an endpoint's consumers: the event stream, its replays."""
-    return f"wh_{endpoint_id}", f"whr_{endpoint_id}"
+Forget = Callable[[str, dict[str, str]], Awaitable[None]]
+"""Drop what a deleted endpoint leaves on the broker: (endpoint id, topic -> durable)."""
 
 
 @dataclass(slots=True)
@@ -97,15 +98,18 @@ class Deliverer:
 
     def __init__(
         self,
-        bus: NatsBus,
+        bus: Bus,
         config: BridgeConfig,
         store: EndpointStore,
         sender: Sender,
         attempts: Journal,
         dead_letters: Journal,
+        forget: Forget | None = None,
     ) -> None:
-        self.bus, self.config, self.store, self.sender = bus, config, store, sender
+        self.bus, self.streams = bus, durable(bus)
+        self.config, self.store, self.sender = config, store, sender
         self.attempts, self.dead_letters = attempts, dead_letters
+        self._forget_on_broker = forget
         self.events_topic = bus.topics.events()
         self.codec = EnvelopeCodec()
         self._running: dict[str, _Running] = {}
@@ -114,6 +118,12 @@ class Deliverer:
 
     def replay_topic(self, endpoint_id: str) -> str:
         return self.bus.topics.webhooks(f"replay.{endpoint_id}")
+
+    def consumers(self, endpoint_id: str) -> dict[str, str]:
+        """An endpoint's durable consumers, topic -> name (group ids on Kafka, where
+        the prefix keeps two gateways on one cluster apart)."""
+        base = f"{self.bus.topics.prefix.replace('.', '_')}_wh_{endpoint_id}"
+        return {self.events_topic: base, self.replay_topic(endpoint_id): base + "_replay"}
 
     async def apply(self, endpoint_id: str, endpoint: Endpoint | None) -> None:
         """Bring this replica in line with the stored endpoint (None: deleted)."""
@@ -140,7 +150,6 @@ class Deliverer:
     async def _start(self, endpoint: Endpoint) -> None:
         running = _Running(endpoint, event_matcher(endpoint.events), Pacer(endpoint.rate_per_s), [])
         self._running[endpoint.id] = running
-        main, replays = consumer_names(endpoint.id)
 
         async def on_event(message: Delivered) -> None:
             await self._deliver(running, message, replay=False)
@@ -153,46 +162,34 @@ class Deliverer:
             # A message waits for its turn after the broker handed it over; past
             # ack_wait it would come again. Hold no more than half of that in hand.
             concurrency = max(1, min(concurrency, int(endpoint.rate_per_s * ack_wait / 2)))
-        running.consumers.append(
-            await self.bus.consume(
-                self.events_topic,
-                main,
+        (events, events_name), (replays, replays_name) = self.consumers(endpoint.id).items()
+        running.consumers += await asyncio.gather(
+            self.streams.consume(
+                events,
+                events_name,
                 on_event,
                 concurrency=concurrency,
                 ack_wait_s=ack_wait,
                 start="new",
-            )
-        )
-        running.consumers.append(
-            await self.bus.consume(
-                self.replay_topic(endpoint.id),
-                replays,
-                on_replay,
-                concurrency=concurrency,
-                ack_wait_s=ack_wait,
-            )
+            ),
+            self.streams.consume(
+                replays, replays_name, on_replay, concurrency=concurrency, ack_wait_s=ack_wait
+            ),
         )
 
     async def _stop(self, endpoint_id: str) -> None:
         running = self._running.pop(endpoint_id)
-        await asyncio.gather(*(c.stop() for c in running.consumers))
+        # Attempts in flight get a moment; one hanging on a dead receiver is cut (and
+        # made again, same webhook-id, after the endpoint resumes) so that pause and
+        # delete answer at once.
+        await asyncio.gather(*(c.stop(grace_s=_STOP_GRACE_S) for c in running.consumers))
 
     async def _forget(self, endpoint_id: str) -> None:
-        """The endpoint is gone: drop its durable consumers and its replay stream."""
-        js = self.bus.jetstream
-        main, replays = consumer_names(endpoint_id)
-        for stream, name in (
-            (stream_name(self.events_topic), main),
-            (stream_name(self.replay_topic(endpoint_id)), replays),
-        ):
+        if self._forget_on_broker is not None:
             try:
-                await js.delete_consumer(stream, name)
-            except Exception as exc:  # already gone, or never made: either is fine
-                log.debug("deleting consumer %s: %r", name, exc)
-        try:
-            await js.delete_stream(stream_name(self.replay_topic(endpoint_id)))
-        except Exception as exc:
-            log.debug("deleting the replay stream of %s: %r", endpoint_id, exc)
+                await self._forget_on_broker(endpoint_id, self.consumers(endpoint_id))
+            except Exception as exc:  # leftovers cost storage, not correctness
+                log.warning("cleaning up after endpoint %s failed: %r", endpoint_id, exc)
 
     async def close(self) -> None:
         async with self._lock:
@@ -264,6 +261,7 @@ class Deliverer:
             error=outcome.error,
             response=outcome.response,
             event_seq=message.sequence,
+            event_partition=message.partition,
             replayed=replayed,
         )
         try:
@@ -290,7 +288,7 @@ class Deliverer:
             "envelope": base64.b64encode(message.data).decode(),
         }
         # A restart between this and the ack must not dead-letter the event twice.
-        msg_id = f"{endpoint.id}.{message.topic}.{message.sequence}"
+        msg_id = f"{endpoint.id}.{message.topic}.{message.partition}.{message.sequence}"
         await self.dead_letters.append(endpoint.id, orjson.dumps(record), msg_id=msg_id)
 
 

@@ -1,15 +1,13 @@
-"""What the bridge keeps in NATS JetStream besides the event stream: endpoints in a
-key-value bucket that every replica watches, and append-only journals (the delivery
-log, the dead-letter queue) that the admin API reads back by sequence."""
+"""The bridge's state in NATS JetStream: endpoints in a key-value bucket that every
+replica watches, journals as streams over `<base>.<endpoint>` read back by sequence,
+and what to drop when an endpoint is deleted."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import nats.errors
 import nats.js.errors
@@ -17,19 +15,17 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bridge.model import Endpoint
+from bridge.state import Conflict, EndpointStore, Entry, Journal, OnChange
+from contracts.bus.nats import NatsBus, stream_name
 
 log = logging.getLogger("relaygate.bridge")
 
-OnChange = Callable[[str, Endpoint | None], Awaitable[None]]
+_MAX_SCAN = 10_000
 
 
-class Conflict(Exception):
-    """The endpoint changed under us too often; try again."""
-
-
-class EndpointStore:
-    """Endpoints by id in the bucket `<prefix>_webhooks`. Writes are compare-and-set on
-    the entry's revision, so two replicas changing one endpoint never lose an update."""
+class KvEndpointStore(EndpointStore):
+    """Endpoints by id in the bucket `<prefix>_webhooks`; writes compare-and-set on the
+    entry's revision."""
 
     def __init__(self, js: JetStreamContext, bucket: str) -> None:
         self._js, self._bucket = js, bucket
@@ -95,7 +91,6 @@ class EndpointStore:
         return True
 
     async def watch(self, on_change: OnChange) -> None:
-        """Call `on_change` for every endpoint now stored, then for every change."""
         self._watcher = await self.kv.watchall()
         self._watching = asyncio.get_running_loop().create_task(self._follow(on_change))
 
@@ -120,16 +115,8 @@ class EndpointStore:
             await asyncio.gather(self._watching, return_exceptions=True)
 
 
-@dataclass(slots=True, frozen=True)
-class Entry:
-    seq: int
-    subject: str
-    time: datetime.datetime | None
-    data: bytes
-
-
-class Journal:
-    """A stream over `<base>.*` (one subject per endpoint), read back by sequence."""
+class StreamJournal(Journal):
+    """A stream over `<base>.*`, one subject per key."""
 
     def __init__(
         self,
@@ -156,38 +143,52 @@ class Journal:
                 storage=api.StorageType.FILE,
             )
 
-    async def append(self, key: str, data: bytes, *, msg_id: str | None = None) -> int:
+    async def append(self, key: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        ack = await self._js.publish(
-            f"{self.base}.{key}", data, stream=self.stream, headers=headers
-        )
-        return ack.seq
+        await self._js.publish(f"{self.base}.{key}", data, stream=self.stream, headers=headers)
 
-    async def scan(self, key: str | None, *, start_seq: int = 1, limit: int = 100) -> list[Entry]:
-        """Up to `limit` entries (of `key`, or all) from `start_seq` on, oldest first."""
+    async def scan(self, key: str | None, *, limit: int, newest_first: bool = False) -> list[Entry]:
         subject = f"{self.base}.{key}" if key else f"{self.base}.*"
         found: list[Entry] = []
-        seq = max(1, start_seq)
-        while len(found) < limit:
+        seq = 1
+        # Forward only (JetStream has no "previous"): newest first reads up to
+        # _MAX_SCAN records and keeps the last ones.
+        wanted = _MAX_SCAN if newest_first else limit
+        while len(found) < wanted:
             try:
                 raw = await self._js.get_msg(self.stream, seq=seq, subject=subject, next=True)
             except nats.js.errors.NotFoundError:
                 break
             if raw.seq is None:
                 break
-            found.append(Entry(raw.seq, raw.subject or subject, raw.time, raw.data or b""))
+            found.append(self._entry(raw.seq, raw.subject, raw.data))
             seq = raw.seq + 1
-        return found
+        return found[::-1][:limit] if newest_first else found
+
+    def _entry(self, seq: int, subject: str | None, data: bytes | None) -> Entry:
+        return Entry(seq, (subject or "").rsplit(".", 1)[-1], data or b"")
 
     async def get(self, seq: int) -> Entry | None:
         try:
             raw = await self._js.get_msg(self.stream, seq=seq)
         except nats.js.errors.NotFoundError:
             return None
-        return Entry(seq, raw.subject or "", raw.time, raw.data or b"")
+        return self._entry(seq, raw.subject, raw.data)
 
     async def remove(self, seq: int) -> bool:
         try:
             return await self._js.delete_msg(self.stream, seq)
         except nats.js.errors.NotFoundError:
             return False
+
+
+async def forget_endpoint(bus: NatsBus, endpoint_id: str, consumers: dict[str, str]) -> None:
+    """The endpoint is gone: drop its durable consumers (topic -> name) and its replays."""
+    js = bus.jetstream
+    for topic, name in consumers.items():
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(stream_name(topic), name)
+    replay_topics = [t for t in consumers if t != bus.topics.events()]
+    for topic in replay_topics:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream_name(topic))

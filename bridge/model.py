@@ -180,7 +180,8 @@ class Attempt(_Strict):
     outcome: Literal["delivered", "retry", "dead-lettered", "endpoint-disabled"]
     error: str | None = None
     response: str | None = Field(None, description="First bytes of the response body.")
-    event_seq: int = Field(0, description="Position of the event in its stream.")
+    event_seq: int = Field(0, description="Position of the event in its stream...")
+    event_partition: int = Field(0, description="...and partition (Kafka).")
     replayed: bool = Field(False, description="A replay or redrive, not the event stream.")
 
 

@@ -6,21 +6,15 @@ event's id, so receivers that deduplicate see a replay as the event it is)."""
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 
-import nats.errors
-import nats.js.errors
 import orjson
-from nats.js import api
 
 from bridge.delivery import Deliverer, event_type
 from bridge.model import Attempt, DeadLetter, Endpoint, event_matcher
-from contracts.bus.nats import stream_name
 from contracts.codec import CodecError
 
 MAX_REPLAY = 10_000
-_BATCH = 256
 
 
 class NotFound(LookupError):
@@ -29,22 +23,23 @@ class NotFound(LookupError):
 
 async def replay_event(deliverer: Deliverer, endpoint: Endpoint, event_id: str) -> int:
     """Replay one event this endpoint was sent before (its attempt log says where it is)."""
-    seq = 0
-    for entry in await deliverer.attempts.scan(endpoint.id, limit=MAX_REPLAY):
+    found: Attempt | None = None
+    for entry in await deliverer.attempts.scan(endpoint.id, limit=MAX_REPLAY, newest_first=True):
         attempt = Attempt.model_validate_json(entry.data)
         if attempt.event_id == event_id and not attempt.replayed:
-            seq = attempt.event_seq
-    if not seq:
+            found = attempt
+            break
+    if found is None:
         raise NotFound(
             f"event {event_id} is not in the attempt log of {endpoint.id}: "
             "replay a time range (since_ms, until_ms) instead"
         )
-    js = deliverer.bus.jetstream
-    try:
-        raw = await js.get_msg(stream_name(deliverer.events_topic), seq=seq)
-    except nats.js.errors.NotFoundError:
-        raise NotFound(f"event {event_id} is no longer in the event stream") from None
-    await _enqueue(deliverer, endpoint.id, raw.data or b"", event_id)
+    data = await deliverer.streams.read_one(
+        deliverer.events_topic, found.event_partition, found.event_seq
+    )
+    if data is None:
+        raise NotFound(f"event {event_id} is no longer in the event stream")
+    await _enqueue(deliverer, endpoint.id, data, event_id)
     return 1
 
 
@@ -52,39 +47,19 @@ async def replay_range(
     deliverer: Deliverer, endpoint: Endpoint, since_ms: int, until_ms: int
 ) -> int:
     """Replay the stored events published in [since_ms, until_ms] that match the endpoint."""
-    js = deliverer.bus.jetstream
-    topic = deliverer.events_topic
-    start = datetime.datetime.fromtimestamp(since_ms / 1000, tz=datetime.UTC)
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_TIME,
-        opt_start_time=start,
-        ack_policy=api.AckPolicy.NONE,
-        inactive_threshold=30.0,
-        filter_subject=topic,
+    stored = await deliverer.streams.read_range(
+        deliverer.events_topic, since_ms=since_ms, until_ms=until_ms, limit=MAX_REPLAY
     )
-    sub = await js.pull_subscribe(topic, stream=stream_name(topic), config=config)
     matcher = event_matcher(endpoint.events)
     queued = 0
-    try:
-        while queued < MAX_REPLAY:
-            try:
-                batch = await sub.fetch(_BATCH, timeout=0.5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                break
-            for msg in batch:
-                if msg.metadata.timestamp.timestamp() * 1000 > until_ms:
-                    return queued
-                try:
-                    envelope = deliverer.codec.decode(msg.data)
-                except CodecError:
-                    continue
-                if matcher.fullmatch(event_type(envelope)):
-                    await _enqueue(deliverer, endpoint.id, msg.data, envelope.id)
-                    queued += 1
-            if len(batch) < _BATCH:
-                break
-    finally:
-        await sub.unsubscribe()
+    for data in stored:
+        try:
+            envelope = deliverer.codec.decode(data)
+        except CodecError:
+            continue
+        if matcher.fullmatch(event_type(envelope)):
+            await _enqueue(deliverer, endpoint.id, data, envelope.id)
+            queued += 1
     return queued
 
 
@@ -108,7 +83,7 @@ async def redrive(deliverer: Deliverer, seq: int) -> str:
 
 
 async def _enqueue(deliverer: Deliverer, endpoint_id: str, data: bytes, event_id: str) -> None:
-    await deliverer.bus.publish_durable(
+    await deliverer.streams.publish_durable(
         deliverer.replay_topic(endpoint_id),
         data,
         msg_id=f"{event_id}.{os.urandom(6).hex()}",

@@ -238,12 +238,15 @@ class _GroupConsumer(DurableConsumer):
                 log.warning("kafka: commit on %s failed: %r", tp, exc)
                 return
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
         busy = list(self._busy.values())
-        for task in busy:
-            task.cancel()  # not committed: delivered again from the last commit
-        await asyncio.gather(self._task, *busy, return_exceptions=True)
+        if busy:
+            _done, late = await asyncio.wait(busy, timeout=grace_s)
+            for task in late:
+                task.cancel()  # not committed: delivered again from the last commit
+            await asyncio.gather(*late, return_exceptions=True)
         await self._consumer.stop()
 
     async def delete(self) -> None:
@@ -597,7 +600,9 @@ class KafkaBus(Bus, Streams):
                         if record.offset >= ends[tp] or record.timestamp > until_ms:
                             reading.discard(tp)
                             break
-                        found.append((record.timestamp, record.value or b""))
+                        # Some brokers (Tansu) answer a time lookup with an earlier offset.
+                        if record.timestamp >= since_ms:
+                            found.append((record.timestamp, record.value or b""))
                         if record.offset >= ends[tp] - 1:
                             reading.discard(tp)
                             break

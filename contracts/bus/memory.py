@@ -122,11 +122,14 @@ class _MemoryConsumer(DurableConsumer):
         if retry is not None:
             self._spawn(self._handle(sequence, attempt + 1, retry or 0.001))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         self._loop.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(self._loop, *self._tasks, return_exceptions=True)
+        await asyncio.gather(self._loop, return_exceptions=True)
+        if self._tasks:
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def delete(self) -> None:
         await self.stop()

@@ -382,7 +382,7 @@ class NatsBus(Bus, Streams):
                 except (nats.errors.TimeoutError, TimeoutError):
                     break
                 for msg in batch:
-                    if msg.metadata.timestamp.timestamp() * 1000 > until_ms:
+                    if int(msg.metadata.timestamp.timestamp() * 1000) > until_ms:
                         return found
                     found.append(msg.data)
         finally:

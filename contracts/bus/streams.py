@@ -48,8 +48,8 @@ DurableHandler = Callable[[Delivered], Awaitable[None]]
 
 class DurableConsumer(abc.ABC):
     @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop taking messages; handlers already running get a few seconds to finish
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking messages; handlers already running get up to `grace_s` to finish
         (those cut short are delivered again). The position stays."""
 
     @abc.abstractmethod
