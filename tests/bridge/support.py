@@ -16,7 +16,8 @@ import httpx
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from contracts.bus.nats import NatsBus
+from contracts.bus import create_bus
+from contracts.bus.streams import durable
 from contracts.codec import EnvelopeCodec
 from contracts.envelope import Envelope, new_id, now_ms
 from contracts.topics import Topics
@@ -26,9 +27,12 @@ from tests.support.processes import free_port
 SHORT_SCHEDULE = [0.0, 0.4, 0.8]
 
 
-def bridge_config(nats_url: str, prefix: str, port: int, **bridge: Any) -> dict[str, Any]:
+def bridge_config(
+    bus_url: str, prefix: str, port: int, state_url: str | None = None, **bridge: Any
+) -> dict[str, Any]:
     return {
-        "bus": {"url": nats_url, "prefix": prefix},
+        "bus": {"url": bus_url, "prefix": prefix},
+        "state": {"url": state_url},
         "bridge": {
             "port": port,
             "retry_schedule_s": SHORT_SCHEDULE,
@@ -44,13 +48,20 @@ def bridge_config(nats_url: str, prefix: str, port: int, **bridge: Any) -> dict[
 class Bridge(RelaygateRole):
     """`relaygate bridge` with its admin API on a free port."""
 
-    def __init__(self, workdir: Path, name: str, nats_url: str, prefix: str, **bridge: Any):
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        bus_url: str,
+        prefix: str,
+        state_url: str | None = None,
+        **bridge: Any,
+    ):
         self.port = free_port()
         self.prefix = prefix
-        config = write_config(
-            workdir / f"{name}.yaml", bridge_config(nats_url, prefix, self.port, **bridge)
-        )
-        super().__init__(workdir, name, config, ["bridge"])
+        config = bridge_config(bus_url, prefix, self.port, state_url, **bridge)
+        config_file = write_config(workdir / f"{name}.yaml", config)
+        super().__init__(workdir, name, config_file, ["bridge"])
 
     @property
     def url(self) -> str:
@@ -147,8 +158,9 @@ class Receiver:
 class Publisher:
     """Publishes event envelopes onto the durable event stream, as the ingress would."""
 
-    def __init__(self, nats_url: str, prefix: str) -> None:
-        self.bus = NatsBus(nats_url, topics=Topics(prefix), node_id="publisher")
+    def __init__(self, bus_url: str, prefix: str) -> None:
+        self.bus = create_bus(bus_url, topics=Topics(prefix), node_id="publisher")
+        self.streams = durable(self.bus)
         self.codec = EnvelopeCodec()
 
     async def connect(self) -> Publisher:
@@ -165,7 +177,7 @@ class Publisher:
             datacontenttype="application/json",
             data=data,
         )
-        await self.bus.publish_durable(
+        await self.streams.publish_durable(
             self.bus.topics.events(), self.codec.encode(envelope), msg_id=envelope.id
         )
         return envelope.id
