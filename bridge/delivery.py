@@ -163,7 +163,7 @@ class Deliverer:
             # ack_wait it would come again. Hold no more than half of that in hand.
             concurrency = max(1, min(concurrency, int(endpoint.rate_per_s * ack_wait / 2)))
         (events, events_name), (replays, replays_name) = self.consumers(endpoint.id).items()
-        running.consumers += await asyncio.gather(
+        started = await asyncio.gather(
             self.streams.consume(
                 events,
                 events_name,
@@ -175,7 +175,13 @@ class Deliverer:
             self.streams.consume(
                 replays, replays_name, on_replay, concurrency=concurrency, ack_wait_s=ack_wait
             ),
+            return_exceptions=True,
         )
+        running.consumers = [c for c in started if isinstance(c, DurableConsumer)]
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            await self._stop(endpoint.id)  # all or nothing; `reconcile` tries again
+            raise failed[0]
 
     async def _stop(self, endpoint_id: str) -> None:
         running = self._running.pop(endpoint_id)
@@ -190,6 +196,16 @@ class Deliverer:
                 await self._forget_on_broker(endpoint_id, self.consumers(endpoint_id))
             except Exception as exc:  # leftovers cost storage, not correctness
                 log.warning("cleaning up after endpoint %s failed: %r", endpoint_id, exc)
+
+    async def reconcile(self) -> None:
+        """Apply the whole store again: catches up on a change whose apply failed (the
+        broker was away) or that the watch missed."""
+        stored = {e.id: e for e in await self.store.list()}
+        for endpoint_id in set(self._running) - set(stored):
+            if await self.store.get(endpoint_id) is None:  # not created since the list
+                await self.apply(endpoint_id, None)
+        for endpoint in stored.values():
+            await self.apply(endpoint.id, endpoint)
 
     async def close(self) -> None:
         async with self._lock:

@@ -33,6 +33,7 @@ log = logging.getLogger("relaygate.bridge")
 ATTEMPTS_KEPT_PER_ENDPOINT = 500
 ATTEMPTS_KEPT_IN_REDIS = 100_000
 DEAD_LETTERS_KEPT_IN_REDIS = 1_000_000
+RECONCILE_EVERY_S = 15.0
 
 
 class _Server(uvicorn.Server):
@@ -105,6 +106,7 @@ async def serve_bridge(config: Config, ready_file: str | None = None) -> None:
     await sender.start()
     deliverer = Deliverer(bus, settings, store, sender, attempts, dead_letters, forget)
     await store.watch(deliverer.apply)
+    reconciling = asyncio.create_task(_reconcile(deliverer))
     admin_app = build_bridge_admin(settings, store, deliverer, policy)
     server = _Server(
         uvicorn.Config(
@@ -143,9 +145,20 @@ async def serve_bridge(config: Config, ready_file: str | None = None) -> None:
         if not server.started:
             raise SystemExit(f"relaygate bridge: cannot serve on {settings.host}:{settings.port}")
     finally:
+        reconciling.cancel()
+        await asyncio.gather(reconciling, return_exceptions=True)
         await store.close()
         await deliverer.close()
         await sender.close()
         await bus.close()
         if redis is not None:
             await redis.aclose()
+
+
+async def _reconcile(deliverer: Deliverer) -> None:
+    while True:
+        await asyncio.sleep(RECONCILE_EVERY_S)
+        try:
+            await deliverer.reconcile()
+        except Exception as exc:  # the store is away: the next round tries again
+            log.warning("bridge: reconciling endpoints failed: %r", exc)
