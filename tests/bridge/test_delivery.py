@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from contracts.envelope import now_ms
@@ -210,3 +211,39 @@ async def test_management_crud_and_problem_details(bridge: Bridge, receiver: Rec
     gone = bridge.api("GET", f"/endpoints/{endpoint_id}")
     assert gone.status_code == 404
     assert gone.json()["status"] == 404
+
+
+async def test_each_endpoint_keeps_to_its_rate_and_concurrency(
+    bridge: Bridge, publisher: Publisher
+) -> None:
+    paced = await Receiver().start()
+    narrow = Receiver(delay_s=0.2)
+    in_flight = 0
+    most = 0
+    inner = narrow._handle
+
+    async def counting(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await inner(request)
+        finally:
+            in_flight -= 1
+
+    narrow._handle = counting  # type: ignore[method-assign]
+    await narrow.start()
+    try:
+        bridge.register(paced.url, events=["paced.*"], rate_per_s=10, max_concurrency=8)
+        bridge.register(narrow.url, events=["narrow.*"], max_concurrency=2)
+        for _ in range(10):
+            await publisher.publish("paced.tick")
+            await publisher.publish("narrow.tick")
+        await eventually(lambda: len(paced.received) == 10, what="paced deliveries")
+        await eventually(lambda: len(narrow.received) == 10, what="narrow deliveries")
+        arrivals = [r.at for r in paced.received]
+        assert arrivals[-1] - arrivals[0] >= 0.85  # 10 per second: 9 gaps of 0.1 s
+        assert most == 2
+    finally:
+        await paced.stop()
+        await narrow.stop()
