@@ -27,6 +27,7 @@ from aiohttp.resolver import ThreadedResolver
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_RESOLVE_TIMEOUT_S = 5.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 _NUMERIC_LABELS = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.I)
@@ -122,10 +123,14 @@ async def check_url(url: str, policy: AddressPolicy) -> None:
     if literal is not None:
         policy.check(literal)
         return
+    loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise UnsafeUrl(f"{host!r} does not resolve: {exc}") from None
+    except TimeoutError:
+        raise UnsafeUrl(f"{host!r} does not resolve within {_RESOLVE_TIMEOUT_S:.0f}s") from None
     for info in infos:
         policy.check(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
 
