@@ -127,10 +127,10 @@ async def check_url(url: str, policy: AddressPolicy) -> None:
     try:
         async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:  # an OSError too: first
+        raise UnsafeUrl(f"{host!r} does not resolve within {_RESOLVE_TIMEOUT_S:.0f}s") from None
     except OSError as exc:
         raise UnsafeUrl(f"{host!r} does not resolve: {exc}") from None
-    except TimeoutError:
-        raise UnsafeUrl(f"{host!r} does not resolve within {_RESOLVE_TIMEOUT_S:.0f}s") from None
     for info in infos:
         policy.check(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
 
