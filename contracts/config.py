@@ -1296,6 +1296,63 @@ class DocsConfig(_Model):
         return None if url is None else _http_base_url(url)
 
 
+DEFAULT_RETRY_SCHEDULE_S = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class BridgeConfig(_Model):
+    """The webhook bridge: delivers the durable event stream to registered endpoints."""
+
+    enabled: bool = Field(False, description="`relaygate up` starts the bridge.")
+    host: str = Field("127.0.0.1", description="Address of the bridge's admin API.")
+    port: int = Field(8083, ge=0, le=65535, description="Port of the bridge's admin API.")
+    retry_schedule_s: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE_S),
+        min_length=1,
+        max_length=50,
+        description="Delay before each attempt (the first is usually 0); its length is "
+        "the number of attempts before a message goes to the dead-letter queue.",
+    )
+    jitter: float = Field(
+        0.1, ge=0, le=1, description="Each retry delay is randomised by up to ± this share."
+    )
+    timeout_ms: int = Field(10_000, ge=1, description="Per delivery attempt, connect to answer.")
+    redeliver_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A delivery not finished by then (the bridge died) is attempted again; "
+        "keep it above timeout_ms.",
+    )
+    max_concurrency: int = Field(
+        8, ge=1, le=1024, description="Default attempts in flight per endpoint."
+    )
+    rate_per_s: float | None = Field(
+        None, gt=0, description="Default attempts per second per endpoint; unset: no limit."
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs endpoints may resolve to although they are not public "
+        "(loopback, private, link-local, ...). Empty: public addresses only.",
+    )
+    event_retention_s: float = Field(
+        7 * 86_400.0, gt=0, description="How long the event stream keeps events (for replay)."
+    )
+    rotation_grace_s: float = Field(
+        86_400.0, ge=0, description="Default time an old secret keeps signing after a rotation."
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+        return networks
+
+
 class Config(BaseSettings):
     """The whole gateway configuration."""
 
@@ -1307,6 +1364,7 @@ class Config(BaseSettings):
     ingress: IngressConfig = IngressConfig()
     admin: AdminConfig = AdminConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    bridge: BridgeConfig = BridgeConfig()
     state: StateConfig = StateConfig()
     policies: list[Policy] = Field(
         default_factory=list, description="Run on every route, before the route's own."

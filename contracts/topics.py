@@ -19,8 +19,9 @@ def check_name(name: str) -> str:
 
 
 class Topics:
-    """`rg.req.<route>`, `rg.reply.<node>`, `rg.evt.<event>`, `rg.dlq.<name>`, and for
-    WebSockets `rg.ws.node.<node>` (pushes for the sockets one node holds) and
+    """`rg.req.<route>`, `rg.reply.<node>`, `rg.evt.<event>`, `rg.dlq.<name>`;
+    `rg.events`: the durable stream of business events the webhook bridge delivers; and
+    for WebSockets `rg.ws.node.<node>` (pushes for the sockets one node holds) and
     `rg.ws.chan` (channel pushes, which every node hears: one subject, so it works
     the same on NATS and Kafka)."""
 
@@ -37,6 +38,14 @@ class Topics:
 
     def event(self, name: str) -> str:
         return f"{self.prefix}.evt.{name}"
+
+    def events(self) -> str:
+        """The durable event stream (`rg.evt.*` carries fire-and-forget notices)."""
+        return f"{self.prefix}.events"
+
+    def webhooks(self, name: str) -> str:
+        """The webhook bridge's own durable topics (replays, delivery log)."""
+        return f"{self.prefix}.webhooks.{name}"
 
     def dead_letter(self, name: str) -> str:
         return f"{self.prefix}.dlq.{name}"

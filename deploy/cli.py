@@ -1,5 +1,5 @@
-"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `check FILE`, `schema`,
-`announce`."""
+"""The `relaygate` command: `up`, `ingress`, `worker KIND`, `bridge`, `check FILE`,
+`schema`, `announce`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-port", type=int, help="serve /metrics here (default: telemetry.metrics)"
     )
+
+    bridge = sub.add_parser("bridge", help="one webhook bridge replica (delivery + admin API)")
+    bridge.add_argument("--config", "-c", required=True)
+    bridge.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate a config file; every error with its path")
     check.add_argument("file")
@@ -126,6 +130,11 @@ def _run(args: argparse.Namespace) -> int:
             asyncio.run(serve_ingress(config, args.ready_file, args.config))
         finally:
             telemetry.shutdown()
+        return 0
+    if args.command == "bridge":
+        from bridge.server import serve_bridge
+
+        asyncio.run(serve_bridge(config, args.ready_file))
         return 0
     spec = _worker_spec(config, args)
     from workers.runner import serve_worker

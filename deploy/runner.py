@@ -213,6 +213,10 @@ class Supervisor:
                 reloads = isinstance(spec, RoutingWorker)
                 child = Child(name, argv, ready, reloads=reloads, metrics_port=metrics_port)
                 workers.append(self.add(child))
+        if self.config.bridge.enabled:
+            ready = self.rundir / "ready-bridge"
+            argv = self._cli("bridge", "--config", str(config_file), "--ready-file", str(ready))
+            workers.append(self.add(Child("bridge", argv, ready)))
         self.wait_ready(workers)
         ready = self.rundir / "ready-ingress"
         ingress = self.add(
@@ -351,6 +355,9 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]
+    if config.bridge.enabled:
+        bridge = f"http://{config.bridge.host}:{config.bridge.port}"
+        lines.append(f"  bridge   {bridge}  (webhook endpoints, /docs)")
     for spec in config.effective_workers():
         if isinstance(spec, EchoWorker):
             what = ", ".join(topics.request(t) for t in spec.topics)

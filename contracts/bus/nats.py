@@ -3,20 +3,32 @@ so that the server's "no responders" status names the request it belongs to."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Mapping
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 from nats.errors import MaxPayloadError
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 from contracts.bus.base import Bus, HandlerRunner, Subscription
-from contracts.bus.errors import NotConnected, PayloadTooLarge
+from contracts.bus.errors import NotConnected, PayloadTooLarge, TopicUnavailable
 from contracts.bus.message import Handler, Message
+from contracts.bus.streams import (
+    DEFAULT_MAX_AGE_S,
+    Delivered,
+    DurableConsumer,
+    DurableHandler,
+    RetryLater,
+    Start,
+    Streams,
+)
 from contracts.topics import Topics
 
 log = logging.getLogger("relaygate.bus.nats")
@@ -36,13 +48,105 @@ class _NatsSubscription(Subscription):
             await self._runner.drain()
 
 
-class NatsBus(Bus):
+def stream_name(topic: str) -> str:
+    """The JetStream stream that stores `topic` (one per topic; names take no dots)."""
+    return topic.replace(".", "_")
+
+
+class _JetStreamConsumer(DurableConsumer):
+    """Pulls up to `concurrency` messages at a time from a durable pull consumer and
+    acknowledges each after its handler returned (nak with delay on `RetryLater`)."""
+
+    _FETCH_WAIT_S = 1.0
+    _FAILED_DELAY_S = 1.0
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        sub: JetStreamContext.PullSubscription,
+        stream: str,
+        durable: str,
+        handler: DurableHandler,
+        concurrency: int,
+    ) -> None:
+        self._js, self._sub, self._stream, self._durable = js, sub, stream, durable
+        self._handler = handler
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop().create_task(self._pull())
+
+    async def _pull(self) -> None:
+        while True:
+            await self._slots.acquire()
+            free = 1
+            while free < self._concurrency and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            try:
+                msgs = await self._sub.fetch(free, timeout=self._FETCH_WAIT_S)
+            except (nats.errors.TimeoutError, TimeoutError):
+                msgs = []
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("jetstream: fetching %s failed: %r", self._durable, exc)
+                msgs = []
+                await asyncio.sleep(self._FAILED_DELAY_S)
+            for _ in range(free - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.get_running_loop().create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            meta = msg.metadata
+            delivered = Delivered(
+                msg.subject, msg.data, msg.headers, meta.num_delivered, meta.sequence.stream
+            )
+            try:
+                await self._handler(delivered)
+            except RetryLater as retry:
+                await msg.nak(delay=retry.delay_s)
+            except Exception:
+                log.exception("durable handler %s failed; redelivering", self._durable)
+                await msg.nak(delay=self._FAILED_DELAY_S)
+            else:
+                await msg.ack()
+        except nats.errors.Error as exc:
+            # The ack did not reach the server: the message comes again after ack_wait.
+            log.warning("jetstream: acknowledging on %s failed: %r", self._durable, exc)
+        finally:
+            self._slots.release()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Handlers get `grace_s` to finish; those cut short are not acknowledged, so
+        the broker delivers their messages again after ack_wait."""
+        self._loop.cancel()
+        await asyncio.gather(self._loop, return_exceptions=True)
+        if self._tasks:
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+    async def delete(self) -> None:
+        await self.stop()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_consumer(self._stream, self._durable)
+
+
+class NatsBus(Bus, Streams):
     def __init__(
         self, url: str, *, topics: Topics, node_id: str, max_pending: int = 10_000
     ) -> None:
         super().__init__(url, topics=topics, node_id=node_id, max_pending=max_pending)
         self._nc: Client | None = None
         self._inbox_prefix = self.inbox + "."
+        self._streams: set[str] = set()
+        self._stream_lock = asyncio.Lock()
 
     @property
     def connected(self) -> bool:
@@ -58,8 +162,9 @@ class NatsBus(Bus):
         return int(self._client.stats["reconnects"])
 
     def jetstream(self) -> JetStreamContext:
-        """JetStream on this connection (service discovery's key-value bucket)."""
-        return self._client.jetstream()
+        """JetStream on this connection (durable streams, the bridge's and service
+        discovery's key-value buckets)."""
+        return self._client.jetstream(timeout=5.0)
 
     @property
     def _client(self) -> Client:
@@ -174,3 +279,120 @@ class NatsBus(Bus):
             raise PayloadTooLarge(str(exc)) from exc
         except nats.errors.ConnectionClosedError as exc:
             raise NotConnected(str(exc)) from exc
+
+    # ------------------------------------------------------------------ durable streams
+
+
+    async def ensure_stream(self, topic: str, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> str:
+        """Create the stream that stores `topic` if missing; its name."""
+        name = stream_name(topic)
+        if name in self._streams:
+            return name
+        async with self._stream_lock:
+            if name in self._streams:
+                return name
+            js = self.jetstream()
+            try:
+                try:
+                    await js.stream_info(name)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(
+                        name=name,
+                        subjects=[topic],
+                        max_age=max_age_s,
+                        duplicate_window=min(120.0, max_age_s),
+                        storage=api.StorageType.FILE,
+                    )
+            except nats.js.errors.ServiceUnavailableError as exc:
+                raise TopicUnavailable(f"JetStream is not enabled on {self.url}") from exc
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise TopicUnavailable(f"cannot create stream {name}: {exc}") from exc
+            self._streams.add(name)
+        return name
+
+    async def publish_durable(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        stream = await self.ensure_stream(topic)
+        all_headers = {**headers, "Nats-Msg-Id": msg_id} if headers else {"Nats-Msg-Id": msg_id}
+        try:
+            await self.jetstream().publish(topic, data, stream=stream, headers=all_headers)
+        except MaxPayloadError as exc:
+            raise PayloadTooLarge(str(exc)) from exc
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise NotConnected(f"durable publish to {topic} failed: {exc!r}") from exc
+
+    async def consume(
+        self,
+        topic: str,
+        durable: str,
+        handler: DurableHandler,
+        *,
+        concurrency: int = 16,
+        ack_wait_s: float = 30.0,
+        start: Start = "all",
+    ) -> DurableConsumer:
+        stream = await self.ensure_stream(topic)
+        js = self.jetstream()
+        deliver = api.DeliverPolicy.ALL if start == "all" else api.DeliverPolicy.NEW
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            existing = await js.consumer_info(stream, durable)
+            deliver = existing.config.deliver_policy or deliver
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=deliver,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            # Messages waiting for a retry count as pending: leave room for many.
+            max_ack_pending=max(1_000, concurrency),
+            filter_subject=topic,
+        )
+        try:
+            # Creates the consumer, or updates one whose settings changed.
+            await js.add_consumer(stream, config)
+            sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TopicUnavailable(f"cannot consume {topic} as {durable}: {exc}") from exc
+        return _JetStreamConsumer(js, sub, stream, durable, handler, concurrency)
+
+    async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:
+        stream = await self.ensure_stream(topic)
+        try:
+            raw = await self.jetstream().get_msg(stream, seq=sequence)
+        except nats.js.errors.NotFoundError:
+            return None
+        return raw.data or b""
+
+    async def read_range(
+        self, topic: str, *, since_ms: int, until_ms: int, limit: int
+    ) -> list[bytes]:
+        stream = await self.ensure_stream(topic)
+        start = datetime.datetime.fromtimestamp(since_ms / 1000, tz=datetime.UTC)
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+            filter_subject=topic,
+        )
+        sub = await self.jetstream().pull_subscribe(topic, stream=stream, config=config)
+        found: list[bytes] = []
+        try:
+            while len(found) < limit:
+                try:
+                    batch = await sub.fetch(min(256, limit - len(found)), timeout=0.5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break
+                for msg in batch:
+                    if int(msg.metadata.timestamp.timestamp() * 1000) > until_ms:
+                        return found
+                    found.append(msg.data)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return found
