@@ -5,20 +5,18 @@ and the routing worker proxies to what it found."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.config import HttpUpstream, Route, UpstreamTarget, When
 from tests.support.dns_server import LocalDns
 from tests.support.reflector import Reflector
+from tests.support.upstream_pool import discovering_pools, until
 from tests.workers.test_resilience import served_by, start_reflectors
 from tests.workers.test_routing import make_request
 from workers.routing import HttpProxy, UpstreamPool
-from workers.routing.session import open_session
 
 Pools = Callable[..., tuple[UpstreamPool, HttpProxy]]
 
@@ -40,45 +38,25 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Reflector]]:
 @pytest.fixture
 async def discovered(dns: LocalDns) -> AsyncIterator[Pools]:
     """`discovered(**dns options)`: a started pool and a proxy for route `orders`."""
-    pools: list[UpstreamPool] = []
+    async with discovering_pools() as start:
 
-    def build(**options: Any) -> tuple[UpstreamPool, HttpProxy]:
-        discovery = {
-            "type": "dns",
-            "nameservers": ["127.0.0.1"],
-            "nameserver_port": dns.port,
-            "min_ttl_s": 0.1,
-            "max_ttl_s": 1.0,
-            "timeout_ms": 500,
-            **options,
-        }
-        upstream = HttpUpstream.model_validate({"discovery": discovery, "retries": {"attempts": 1}})
-        pool = UpstreamPool("orders", upstream, open_session(upstream))
-        pool.start()
-        pools.append(pool)
-        route = Route(
-            name="orders",
-            when=When(path="/{rest:path}"),
-            to=UpstreamTarget(type="upstream", upstream="orders"),
-        )
-        return pool, HttpProxy(route, pool)
+        def build(**options: Any) -> tuple[UpstreamPool, HttpProxy]:
+            discovery = {
+                "type": "dns",
+                "nameservers": ["127.0.0.1"],
+                "nameserver_port": dns.port,
+                "min_ttl_s": 0.1,
+                "max_ttl_s": 1.0,
+                "timeout_ms": 500,
+                **options,
+            }
+            return start(discovery, None)
 
-    yield build
-    for pool in pools:
-        await pool.close()
+        yield build
 
 
 def urls(pool: UpstreamPool) -> list[tuple[str, int, int]]:
     return sorted((i.url, i.group, i.weight) for i in pool.instances)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 async def test_a_records_become_instances_and_follow_changes_by_ttl(
