@@ -125,15 +125,16 @@ def _check(admin: FastAPI, fields: dict[str, Any], *, client: bool = False) -> N
             raise HTTPException(422, f"scope(s) not in auth_server.scopes: {', '.join(extra)}")
 
 
+def _found(record: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """The record, or a 404 that names what was not there."""
+    if record is None:
+        raise HTTPException(404, f"no {what}")
+    return record
+
+
 def _keys_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
     keys = credentials.api_keys
     router = APIRouter(prefix="/admin/keys", tags=["API keys"])
-
-    async def found(key_id: str) -> dict[str, Any]:
-        record = await keys.get(key_id)
-        if record is None:
-            raise HTTPException(404, f"no API key {key_id}")
-        return record
 
     @router.post("", status_code=201, summary="Issue a key; the key is shown only in this answer")
     async def create(fields: KeyFields) -> dict[str, Any]:
@@ -148,20 +149,17 @@ def _keys_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
 
     @router.get("/{key_id}", summary="One key")
     async def get_key(key_id: str) -> dict[str, Any]:
-        return apikeys.public(await found(key_id))
+        return apikeys.public(_found(await keys.get(key_id), f"API key {key_id}"))
 
     @router.patch("/{key_id}", summary="Change a key's routes, scopes, tier or metadata")
     async def update(key_id: str, changes: KeyChanges) -> dict[str, Any]:
         data = changes.model_dump(exclude_unset=True)
         _check(admin, data)
-        record = await keys.update(key_id, data)
-        if record is None:
-            raise HTTPException(404, f"no API key {key_id}")
-        return apikeys.public(record)
+        return apikeys.public(_found(await keys.update(key_id, data), f"API key {key_id}"))
 
     @router.post("/{key_id}/rotate", summary="A new secret; the old one works for a grace period")
     async def rotate(key_id: str, rotation: Rotation | None = None) -> dict[str, Any]:
-        await found(key_id)
+        _found(await keys.get(key_id), f"API key {key_id}")
         rotated = await keys.rotate(key_id, rotation.grace_s if rotation else None)
         if rotated is None:
             raise HTTPException(409, f"API key {key_id} is revoked")
@@ -169,10 +167,7 @@ def _keys_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
 
     @router.delete("/{key_id}", summary="Revoke a key: refused by every node within a second")
     async def revoke(key_id: str) -> dict[str, Any]:
-        record = await keys.revoke(key_id)
-        if record is None:
-            raise HTTPException(404, f"no API key {key_id}")
-        return apikeys.public(record)
+        return apikeys.public(_found(await keys.revoke(key_id), f"API key {key_id}"))
 
     return router
 
@@ -199,26 +194,19 @@ def _oauth_router(credentials: Credentials, admin: FastAPI) -> APIRouter:
 
     @router.get("/clients/{client_id}", summary="One client")
     async def get_client(client_id: str) -> dict[str, Any]:
-        record = await clients.get(client_id)
-        if record is None:
-            raise HTTPException(404, f"no client {client_id}")
-        return oauth_clients.public(record)
+        return oauth_clients.public(_found(await clients.get(client_id), f"client {client_id}"))
 
     @router.patch("/clients/{client_id}", summary="Change a client's scopes, tier or metadata")
     async def update(client_id: str, changes: ClientFields) -> dict[str, Any]:
         data = changes.model_dump(exclude_unset=True)
         _check(admin, data, client=True)
         record = await clients.update(client_id, data)
-        if record is None:
-            raise HTTPException(404, f"no client {client_id}")
-        return oauth_clients.public(record)
+        return oauth_clients.public(_found(record, f"client {client_id}"))
 
     @router.delete("/clients/{client_id}", summary="Revoke a client and refuse its tokens")
     async def revoke(client_id: str) -> dict[str, Any]:
         record = await clients.revoke(client_id)
-        if record is None:
-            raise HTTPException(404, f"no client {client_id}")
-        return oauth_clients.public(record)
+        return oauth_clients.public(_found(record, f"client {client_id}"))
 
     @router.post("/keys/rotate", summary="A new signing key; the old stays published")
     async def rotate_keys() -> dict[str, Any]:

@@ -250,7 +250,7 @@ class IngressApp:
         principal: Principal | None = None
         rules = route.security.proxied(head.scheme) if route.security is not None else None
         if route.policies:
-            headers, principal = await self._policies(route, head)
+            headers, principal = await self.run_policies(route, head)
             extra.extend(headers)
         if principal is None and head.tls_subject is not None:
             # Mutual TLS: the verified client certificate names a caller nothing else did.
@@ -312,7 +312,22 @@ class IngressApp:
             )
         raise Refused(404, "no-route", "No route", f"no route matches {head.method} {head.path}")
 
-    async def _policies(
+    @staticmethod
+    def http_info(head: RequestHead, params: dict[str, str]) -> HttpInfo:
+        """The HTTP side of a request's envelope, as the ingress read it."""
+        client = head.client
+        return HttpInfo(
+            method=head.method,
+            scheme=head.scheme,
+            host=head.host,
+            path=head.path,
+            query=head.query,
+            headers=head.headers,
+            client=f"{client[0]}:{client[1]}" if client else "",
+            params=params,
+        )
+
+    async def run_policies(
         self, route: CompiledRoute, head: RequestHead
     ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
         """Run the route's policies in order; the first rejection ends the run. The
@@ -366,7 +381,6 @@ class IngressApp:
         principal: Principal | None = None,
     ) -> Envelope:
         now = now_ms()
-        client = head.client
         return Envelope(
             id=new_id(),
             source=self.source,
@@ -380,16 +394,7 @@ class IngressApp:
             traceparent=head.traceparent,
             tracestate=head.tracestate,
             principal=principal,
-            http=HttpInfo(
-                method=head.method,
-                scheme=head.scheme,
-                host=head.host,
-                path=head.path,
-                query=head.query,
-                headers=head.headers,
-                client=f"{client[0]}:{client[1]}" if client else "",
-                params=params,
-            ),
+            http=self.http_info(head, params),
         )
 
     async def _request(self, route: CompiledRoute, envelope: Envelope) -> Envelope:

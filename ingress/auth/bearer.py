@@ -4,7 +4,7 @@ verified identity and its cache, claims -> principal, and the per-route checks."
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -86,6 +86,15 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _first_strings(claims: Mapping[str, Any], names: Sequence[str]) -> tuple[str, ...]:
+    """The strings of the first of `names` that is a claim; () when none is."""
+    for name in names:
+        value = claim(claims, name)
+        if value is not None:
+            return _strings(value)
+    return ()
+
+
 class ClaimReader:
     """Claims -> `Identity`, as the issuer's `claims` mapping says."""
 
@@ -105,18 +114,8 @@ class ClaimReader:
                 break
         if subject is None:
             return None
-        roles: tuple[str, ...] = ()
-        for name in mapping.roles:
-            value = claim(claims, name)
-            if value is not None:
-                roles = _strings(value)
-                break
-        scopes: tuple[str, ...] = ()
-        for name in mapping.scopes:
-            value = claim(claims, name)
-            if value is not None:
-                scopes = _strings(value)
-                break
+        roles = _first_strings(claims, mapping.roles)
+        scopes = _first_strings(claims, mapping.scopes)
         tenant = claim(claims, mapping.tenant) if mapping.tenant else None
         tier = claim(claims, mapping.tier) if mapping.tier else None
         return Identity(
@@ -159,6 +158,17 @@ class BearerGate:
         token = value[7:].strip()
         if not token or len(token) > self.max_token_bytes:
             return self.invalid()
+        return token
+
+    def bearer(self, ctx: RequestContext) -> str | Verdict:
+        """The bearer token to check, or the verdict when there is none to check:
+        `unauthenticated`'s when no credentials are for this policy, a rejection for a
+        bad Authorization header."""
+        token = self.token(ctx)
+        if token is None:
+            return self.unauthenticated(ctx)
+        if isinstance(token, Refused):
+            return Verdict(rejection=token)
         return token
 
     def unauthenticated(self, ctx: RequestContext) -> Verdict:

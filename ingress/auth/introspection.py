@@ -24,7 +24,6 @@ from ingress.auth import problems
 from ingress.auth.bearer import BearerGate, ClaimReader, ExpiringCache, Identity, token_key
 from ingress.auth.http import read_json
 from ingress.policies.base import RequestContext, Verdict
-from ingress.request import Refused
 
 log = logging.getLogger("relaygate.auth.introspection")
 
@@ -154,11 +153,9 @@ class IntrospectionAuth:
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         gate = self.gate
-        token = gate.token(ctx)
-        if token is None:
-            return gate.unauthenticated(ctx)
-        if isinstance(token, Refused):
-            return Verdict(rejection=token)
+        token = gate.bearer(ctx)
+        if isinstance(token, Verdict):
+            return token
         try:
             identity = await self.introspector.check(token)
         except ServerUnavailable:

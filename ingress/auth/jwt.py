@@ -23,7 +23,6 @@ from ingress.auth import problems
 from ingress.auth.bearer import BearerGate, ClaimReader, ExpiringCache, Identity, token_key
 from ingress.auth.jwks import JwksCache, KeyRing, KeysUnavailable, static_keys
 from ingress.policies.base import RequestContext, Verdict
-from ingress.request import Refused
 
 log = logging.getLogger("relaygate.auth.jwt")
 
@@ -185,11 +184,9 @@ class JwtAuth:
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         gate = self.gate
-        token = gate.token(ctx)
-        if token is None:
-            return gate.unauthenticated(ctx)
-        if isinstance(token, Refused):
-            return Verdict(rejection=token)
+        token = gate.bearer(ctx)
+        if isinstance(token, Verdict):
+            return token
         key = token_key(token)
         now = time.time()
         identity = self.tokens.get(key, now)

@@ -119,7 +119,7 @@ class WebSockets:
         )
         code = 1006
         try:
-            await self._publish(route, _event(base, ws.OPEN, http=_handshake_info(head)))
+            await self._publish(route, _event(base, ws.OPEN, http=self.app.http_info(head, {})))
             code = await self._messages(route, connection, base, receive)
         except BusError as exc:
             self.counters.bus_errors += 1
@@ -146,7 +146,7 @@ class WebSockets:
             raise bad_origin(origin, route.name)
         if not route.compiled.policies:
             return route, [], None
-        headers, principal = await self.app._policies(route.compiled, head)
+        headers, principal = await self.app.run_policies(route.compiled, head)
         return route, headers, principal
 
     async def _messages(
@@ -281,19 +281,6 @@ def _event(
         tracestate=base.tracestate,
         principal=base.principal,
         http=http,
-    )
-
-
-def _handshake_info(head: RequestHead) -> HttpInfo:
-    client = head.client
-    return HttpInfo(
-        method="GET",
-        scheme=head.scheme,
-        host=head.host,
-        path=head.path,
-        query=head.query,
-        headers=head.headers,
-        client=f"{client[0]}:{client[1]}" if client else "",
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_resilience import shop_state
 from tests.support.etcd import EtcdServer
 from tests.support.gateway import RelaygateUp, relaygate_argv, relaygate_env, running_up
 from tests.support.processes import ManagedProcess, free_port
@@ -35,14 +36,6 @@ def route(discovery: dict[str, Any], **bus: Any) -> dict[str, Any]:
     if bus:
         config["bus"] = bus
     return config
-
-
-def shop_state(gateway: RelaygateUp) -> dict[str, Any] | None:
-    workers = httpx.get(f"{gateway.admin_url}/upstreams", timeout=10.0).json()["workers"]
-    if not workers:
-        return None
-    state: dict[str, Any] = workers[0]["upstreams"]["shop"]
-    return state
 
 
 def instance_urls(gateway: RelaygateUp) -> list[str] | None:

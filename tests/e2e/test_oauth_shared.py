@@ -5,14 +5,13 @@ revoked on one is refused by the other within a second."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.gateway import IngressNode, RelaygateRole, stop_all, write_config
+from tests.support.gateway import IngressNode, nodes_sharing_redis
 from tests.support.processes import NatsServer, RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.redis]
@@ -24,34 +23,11 @@ ISSUER = "https://api.example.test"
 def nodes(
     tmp_path: Path, nats_server: NatsServer, redis_server: RedisServer
 ) -> Iterator[list[IngressNode]]:
-    config_file = write_config(
-        tmp_path / "shared.yaml",
-        {
-            "bus": {"url": nats_server.url, "prefix": f"oauth-{uuid.uuid4().hex[:10]}"},
-            "state": {"url": redis_server.url},
-            "auth_server": {"issuer": ISSUER},
-            "routes": [
-                {
-                    "name": "orders",
-                    "when": {"path": "/orders/{rest:path}"},
-                    "to": {"type": "worker", "topic": "echo"},
-                    "policies": [{"type": "oauth"}],
-                }
-            ],
-        },
-    )
-    worker = RelaygateRole(tmp_path, "worker", config_file, ["worker", "echo", "--topic", "echo"])
-    ingresses = [IngressNode(tmp_path, f"ingress-{i}", config_file) for i in (1, 2)]
-    processes = [worker, *ingresses]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.wait_ready()
-        yield ingresses
-    finally:
-        codes = stop_all(processes)
-    assert all(code == 0 for code in codes.values()), codes
+    policies = [{"type": "oauth"}]
+    with nodes_sharing_redis(
+        tmp_path, nats_server.url, redis_server.url, policies, auth_server={"issuer": ISSUER}
+    ) as started:
+        yield started
 
 
 def test_token_revoked_on_one_node_is_refused_by_the_other_within_a_second(

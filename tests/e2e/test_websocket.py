@@ -23,7 +23,7 @@ from tests.support.gateway import (
     IngressNode,
     RelaygateRole,
     admin_stats,
-    stop_all,
+    running,
     terminate,
     wait_until,
     write_config,
@@ -125,19 +125,11 @@ def cluster(
         python_path=[modules],
     )
     nodes = [IngressNode(workdir, f"ingress-{i}", config) for i in (1, 2)]
-    processes: list[RelaygateRole] = [worker, *nodes]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.wait_ready()
+    with running([worker, *nodes]):
         started = Cluster(bus, nodes, [node.ready_file.read_text() for node in nodes])
         if bus == "kafka":  # a Kafka consumer serves only after its group join
             asyncio.run(_until_answered(started))
         yield started
-    finally:
-        codes = stop_all(processes)
-    assert all(code == 0 for code in codes.values()), codes
 
 
 async def _until_answered(cluster: Cluster, timeout: float = 60) -> None:

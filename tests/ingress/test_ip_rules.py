@@ -19,7 +19,7 @@ from tests.support.gateway import (
     RelaygateRole,
     admin_ready,
     admin_stats,
-    stop_all,
+    running,
     wait_until,
     write_config,
 )
@@ -130,12 +130,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> 
         )
         for i, (host, (port, admin_port)) in enumerate(ports.items())
     ]
-    processes = [worker, *ingresses]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.wait_ready()
+    with running([worker, *ingresses], exit_zero=False):
         admin_v4 = f"http://127.0.0.1:{ports['127.0.0.1'][1]}"
         wait_until(lambda: admin_ready(admin_v4), 10.0, "admin /readyz", ingresses[0])
         yield Nodes(
@@ -143,8 +138,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> 
             v6=f"http://[::1]:{ports['::1'][0]}",
             admin_v4=admin_v4,
         )
-    finally:
-        stop_all(processes)
 
 
 def _get(url: str, **headers: str) -> httpx.Response:

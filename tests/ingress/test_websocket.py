@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,21 @@ def _config(tmp_path: Path) -> Config:
     )
 
 
+@asynccontextmanager
+async def _serving(app: IngressApp, config: Config) -> AsyncIterator[int]:
+    """`app` on uvicorn with the production settings, on a free port, until the block ends."""
+    port = free_port()
+    server = _server(app, "127.0.0.1", port, http="httptools", config=config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
 @dataclass
 class Gateway:
     app: IngressApp
@@ -103,14 +119,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     await worker.serve(worker_bus)
     config = _config(tmp_path)
     app = IngressApp(config, ingress_bus)
-    port = free_port()
-    server = _server(app, "127.0.0.1", port, http="httptools", config=config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield Gateway(app, port, Sockets.on_bus(worker_bus))
-    server.should_exit = True
-    await task
+    async with _serving(app, config) as port:
+        yield Gateway(app, port, Sockets.on_bus(worker_bus))
     await app.aclose()
     await ingress_bus.close()
     await worker_bus.close()
@@ -303,34 +313,28 @@ async def test_keepalive_pings_and_closes_a_silent_peer_with_1011(tmp_path: Path
         ],
     )
     app = IngressApp(config, bus)
-    port = free_port()
-    server = _server(app, "127.0.0.1", port, http="httptools", config=config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        # A raw client that completes the handshake and then never answers a ping.
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101")
-        opcodes = []
-        while True:
-            frame = await asyncio.wait_for(reader.readexactly(2), 5)
-            body = await reader.readexactly(frame[1] & 0x7F)
-            opcodes.append(frame[0] & 0x0F)
-            if opcodes[-1] == 0x8:  # close
-                assert int.from_bytes(body[:2], "big") == 1011
-                break
-        assert opcodes == [0x9, 0x8]  # one ping, unanswered, then the close
-        writer.close()
+        async with _serving(app, config) as port:
+            # A raw client that completes the handshake and then never answers a ping.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101")
+            opcodes = []
+            while True:
+                frame = await asyncio.wait_for(reader.readexactly(2), 5)
+                body = await reader.readexactly(frame[1] & 0x7F)
+                opcodes.append(frame[0] & 0x0F)
+                if opcodes[-1] == 0x8:  # close
+                    assert int.from_bytes(body[:2], "big") == 1011
+                    break
+            assert opcodes == [0x9, 0x8]  # one ping, unanswered, then the close
+            writer.close()
     finally:
-        server.should_exit = True
-        await task
         await app.aclose()
         await bus.close()
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,60 @@ class IngressNode(RelaygateRole):
         super().wait_ready(timeout)
         wait_until(lambda: admin_ready(self.admin_url), 10.0, f"{self.name} /readyz", self)
         return self
+
+
+@contextlib.contextmanager
+def running(
+    processes: Sequence[RelaygateRole], *, exit_zero: bool = True
+) -> Iterator[Sequence[RelaygateRole]]:
+    """Start every process, then wait until each is ready; until the block ends. Then
+    SIGTERM each in order; with `exit_zero`, each must have ended with exit code 0."""
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_ready()
+        yield processes
+    finally:
+        codes = stop_all(processes)
+    if exit_zero:
+        assert all(code == 0 for code in codes.values()), codes
+
+
+@contextlib.contextmanager
+def nodes_sharing_redis(
+    workdir: Path,
+    nats_url: str,
+    redis_url: str,
+    policies: Sequence[Mapping[str, Any]],
+    *,
+    count: int = 2,
+    **settings: Any,
+) -> Iterator[list[IngressNode]]:
+    """`count` `relaygate ingress` nodes on one Redis (`state.url`) and an echo worker,
+    on a fresh bus prefix; route `orders` (`/orders/{rest:path}`, to the worker) runs
+    `policies`; `settings` are more top-level config keys. Every process must end with
+    exit code 0 on SIGTERM."""
+    config_file = write_config(
+        workdir / "shared.yaml",
+        {
+            "bus": {"url": nats_url, "prefix": f"shared-{uuid.uuid4().hex[:10]}"},
+            "state": {"url": redis_url},
+            **settings,
+            "routes": [
+                {
+                    "name": "orders",
+                    "when": {"path": "/orders/{rest:path}"},
+                    "to": {"type": "worker", "topic": "echo"},
+                    "policies": list(policies),
+                }
+            ],
+        },
+    )
+    worker = RelaygateRole(workdir, "worker", config_file, ["worker", "echo", "--topic", "echo"])
+    nodes = [IngressNode(workdir, f"ingress-{i}", config_file) for i in range(1, count + 1)]
+    with running([worker, *nodes]):
+        yield nodes
 
 
 def admin_ready(admin_url: str) -> bool:

@@ -8,37 +8,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from contracts.bus import Bus, create_bus
-from contracts.config import HttpUpstream, Route, UpstreamTarget, When
 from contracts.topics import Topics
 from tests.support.gateway import relaygate_argv, relaygate_env
 from tests.support.processes import ManagedProcess, NatsServer, free_port
 from tests.support.reflector import Reflector
+from tests.support.upstream_pool import Discover, discovering_pools, instance_urls, until
 from tests.workers.test_resilience import served_by
 from tests.workers.test_routing import make_request
 from workers.routing import HttpProxy, UpstreamPool
 from workers.routing.discovery.announce import announce
-from workers.routing.session import open_session
-
-Discovered = Callable[..., tuple[UpstreamPool, HttpProxy]]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
-
-def urls(pool: UpstreamPool) -> set[str]:
-    return {instance.url for instance in pool.instances}
 
 
 async def connected(url: str) -> Bus:
@@ -48,26 +32,14 @@ async def connected(url: str) -> Bus:
 
 
 @pytest.fixture
-async def discovered() -> AsyncIterator[Callable[..., tuple[UpstreamPool, HttpProxy]]]:
-    pools: list[UpstreamPool] = []
+async def discovered() -> AsyncIterator[Discover]:
+    """`discovered(bus, **bus options)`: a started pool and its proxy."""
+    async with discovering_pools() as start:
 
-    def build(bus: Bus, **options: object) -> tuple[UpstreamPool, HttpProxy]:
-        upstream = HttpUpstream.model_validate(
-            {"discovery": {"type": "bus", **options}, "retries": {"attempts": 1}}
-        )
-        pool = UpstreamPool("orders", upstream, open_session(upstream))
-        pool.start(bus)
-        pools.append(pool)
-        route = Route(
-            name="orders",
-            when=When(path="/{rest:path}"),
-            to=UpstreamTarget(type="upstream", upstream="orders"),
-        )
-        return pool, HttpProxy(route, pool)
+        def build(bus: Bus, **options: object) -> tuple[UpstreamPool, HttpProxy]:
+            return start({"type": "bus", **options}, bus)
 
-    yield build
-    for pool in pools:
-        await pool.close()
+        yield build
 
 
 class Announcer(ManagedProcess):
@@ -92,30 +64,30 @@ class Announcer(ManagedProcess):
 @pytest.mark.nats
 @pytest.mark.e2e
 async def test_nats_announcements_appear_leave_on_stop_and_expire_on_death(
-    nats_server: NatsServer, tmp_path: Path, discovered: Discovered
+    nats_server: NatsServer, tmp_path: Path, discovered: Discover
 ) -> None:
     upstream = Reflector(tmp_path).start()
     bus = await connected(nats_server.url)
     try:
         pool, proxy = discovered(bus)
         first = Announcer(tmp_path, nats_server.url, upstream.url, ttl_s=2).start()
-        assert await until(lambda: urls(pool) == {upstream.url}, timeout=10.0) < 10.0
+        assert await until(lambda: instance_urls(pool) == {upstream.url}, timeout=10.0) < 10.0
         response = await proxy(make_request("GET", "/o", timeout_ms=3_000))
         assert served_by(response) == upstream.port
         assert pool.snapshot()["discovery"]["type"] == "bus"
 
         # A clean stop says goodbye: gone at once, not after the TTL.
         first.signal(signal.SIGTERM)
-        assert await until(lambda: urls(pool) == set(), timeout=1.5) < 1.5
+        assert await until(lambda: instance_urls(pool) == set(), timeout=1.5) < 1.5
         assert first.proc is not None
         assert first.proc.wait(5) == 0
 
         # A killed one leaves when its TTL (2 s) has run out since its last heartbeat.
         second = Announcer(tmp_path, nats_server.url, upstream.url, ttl_s=2).start()
-        await until(lambda: urls(pool) == {upstream.url}, timeout=10.0)
+        await until(lambda: instance_urls(pool) == {upstream.url}, timeout=10.0)
         await asyncio.sleep(1.0)  # a heartbeat or two
         second.kill()
-        took = await until(lambda: urls(pool) == set(), timeout=4.0)
+        took = await until(lambda: instance_urls(pool) == set(), timeout=4.0)
         assert took <= 2.0 + 0.5
         # ... and not before its TTL: the last heartbeat is at most ttl/3 old at kill.
         assert took >= 2.0 - 2.0 / 3 - 0.1
@@ -126,7 +98,7 @@ async def test_nats_announcements_appear_leave_on_stop_and_expire_on_death(
 
 @pytest.mark.nats
 async def test_sdk_announce_with_weight_and_group_and_a_second_service(
-    nats_server: NatsServer, discovered: Discovered
+    nats_server: NatsServer, discovered: Discover
 ) -> None:
     bus = await connected(nats_server.url)
     try:
@@ -191,7 +163,7 @@ def test_announce_cli_says_one_line_and_exits_non_zero_on_bad_input() -> None:
 @pytest.mark.kafka
 @pytest.mark.e2e
 async def test_kafka_announcements_appear_leave_on_tombstone_and_expire_on_death(
-    kafka_url: str, tmp_path: Path, discovered: Discovered
+    kafka_url: str, tmp_path: Path, discovered: Discover
 ) -> None:
     bus = await connected(kafka_url)
     try:
@@ -215,7 +187,7 @@ async def test_kafka_announcements_appear_leave_on_tombstone_and_expire_on_death
 @pytest.mark.nats
 @pytest.mark.slow
 async def test_nats_restart_keeps_announcements_flowing(
-    tmp_path: Path, discovered: Discovered
+    tmp_path: Path, discovered: Discover
 ) -> None:
     server = NatsServer(tmp_path).start()
     bus = await connected(server.url)

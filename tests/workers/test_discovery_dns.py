@@ -5,20 +5,18 @@ and the routing worker proxies to what it found."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.config import HttpUpstream, Route, UpstreamTarget, When
 from tests.support.dns_server import LocalDns
 from tests.support.reflector import Reflector
+from tests.support.upstream_pool import discovering_pools, until
 from tests.workers.test_resilience import served_by, start_reflectors
 from tests.workers.test_routing import make_request
 from workers.routing import HttpProxy, UpstreamPool
-from workers.routing.session import open_session
 
 Pools = Callable[..., tuple[UpstreamPool, HttpProxy]]
 
@@ -40,45 +38,25 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Reflector]]:
 @pytest.fixture
 async def discovered(dns: LocalDns) -> AsyncIterator[Pools]:
     """`discovered(**dns options)`: a started pool and a proxy for route `orders`."""
-    pools: list[UpstreamPool] = []
+    async with discovering_pools() as start:
 
-    def build(**options: Any) -> tuple[UpstreamPool, HttpProxy]:
-        discovery = {
-            "type": "dns",
-            "nameservers": ["127.0.0.1"],
-            "nameserver_port": dns.port,
-            "min_ttl_s": 0.1,
-            "max_ttl_s": 1.0,
-            "timeout_ms": 500,
-            **options,
-        }
-        upstream = HttpUpstream.model_validate({"discovery": discovery, "retries": {"attempts": 1}})
-        pool = UpstreamPool("orders", upstream, open_session(upstream))
-        pool.start()
-        pools.append(pool)
-        route = Route(
-            name="orders",
-            when=When(path="/{rest:path}"),
-            to=UpstreamTarget(type="upstream", upstream="orders"),
-        )
-        return pool, HttpProxy(route, pool)
+        def build(**options: Any) -> tuple[UpstreamPool, HttpProxy]:
+            discovery = {
+                "type": "dns",
+                "nameservers": ["127.0.0.1"],
+                "nameserver_port": dns.port,
+                "min_ttl_s": 0.1,
+                "max_ttl_s": 1.0,
+                "timeout_ms": 500,
+                **options,
+            }
+            return start(discovery, None)
 
-    yield build
-    for pool in pools:
-        await pool.close()
+        yield build
 
 
 def urls(pool: UpstreamPool) -> list[tuple[str, int, int]]:
     return sorted((i.url, i.group, i.weight) for i in pool.instances)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 async def test_a_records_become_instances_and_follow_changes_by_ttl(
@@ -134,24 +112,25 @@ async def test_srv_records_give_port_priority_group_and_weight(
     assert served_by(response) == backup.port
 
 
+async def _queries_in_a_second(
+    dns: LocalDns, discovered: Pools, name: str, ttl: int, min_ttl_s: float, max_ttl_s: float
+) -> int:
+    """How often a pool asks for `name` (answered with `ttl`) in a second, once it has it."""
+    dns.set(name, "A", ["127.0.0.1"], ttl=ttl)
+    pool, _ = discovered(name=name, port=8000, min_ttl_s=min_ttl_s, max_ttl_s=max_ttl_s)
+    await until(lambda: len(pool.instances) == 1)
+    before = dns.queries(name)
+    await asyncio.sleep(1.0)
+    return dns.queries(name) - before
+
+
 async def test_ttl_is_respected_within_the_floor_and_ceiling(
     dns: LocalDns, discovered: Pools
 ) -> None:
-    dns.set("slow.test", "A", ["127.0.0.1"], ttl=60)
-    pool, _ = discovered(name="slow.test", port=8000, min_ttl_s=0.1, max_ttl_s=0.3)
-    await until(lambda: len(pool.instances) == 1)
-    before = dns.queries("slow.test")
-    await asyncio.sleep(1.0)
     # The 60 s TTL is capped at 0.3 s: about three more queries, not zero.
-    assert 2 <= dns.queries("slow.test") - before <= 5
-
-    dns.set("fast.test", "A", ["127.0.0.1"], ttl=0)
-    pool, _ = discovered(name="fast.test", port=8000, min_ttl_s=0.5, max_ttl_s=5)
-    await until(lambda: len(pool.instances) == 1)
-    before = dns.queries("fast.test")
-    await asyncio.sleep(1.0)
+    assert 2 <= await _queries_in_a_second(dns, discovered, "slow.test", 60, 0.1, 0.3) <= 5
     # TTL 0 is raised to the 0.5 s floor: about two queries a second, not a flood.
-    assert 1 <= dns.queries("fast.test") - before <= 3
+    assert 1 <= await _queries_in_a_second(dns, discovered, "fast.test", 0, 0.5, 5) <= 3
 
 
 async def test_a_and_aaaa_together_with_a_scheme_and_base_path(

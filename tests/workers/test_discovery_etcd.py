@@ -4,22 +4,19 @@ lease-expired ones leave, bad records are skipped, and an etcd restart is surviv
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.config import HttpUpstream, Route, UpstreamTarget, When
 from tests.support.etcd import EtcdServer
 from tests.support.processes import free_port
 from tests.support.reflector import Reflector
+from tests.support.upstream_pool import Discover, discovering_pools, instance_urls, until
 from tests.workers.test_resilience import served_by, start_reflectors
 from tests.workers.test_routing import make_request
 from workers.routing import HttpProxy, UpstreamPool
-from workers.routing.session import open_session
 
 pytestmark = pytest.mark.etcd
 
@@ -42,37 +39,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Reflector]]:
 
 
 @pytest.fixture
-async def discovered() -> AsyncIterator[Callable[..., tuple[UpstreamPool, HttpProxy]]]:
-    pools: list[UpstreamPool] = []
+async def discovered() -> AsyncIterator[Discover]:
+    """`discovered(endpoints, **etcd options)`: a started pool and its proxy."""
+    async with discovering_pools() as start:
 
-    def build(endpoints: list[str], **options: Any) -> tuple[UpstreamPool, HttpProxy]:
-        discovery = {"type": "etcd", "endpoints": endpoints, **options}
-        upstream = HttpUpstream.model_validate({"discovery": discovery, "retries": {"attempts": 1}})
-        pool = UpstreamPool("orders", upstream, open_session(upstream))
-        pool.start()
-        pools.append(pool)
-        route = Route(
-            name="orders",
-            when=When(path="/{rest:path}"),
-            to=UpstreamTarget(type="upstream", upstream="orders"),
-        )
-        return pool, HttpProxy(route, pool)
+        def build(endpoints: list[str], **options: Any) -> tuple[UpstreamPool, HttpProxy]:
+            return start({"type": "etcd", "endpoints": endpoints, **options}, None)
 
-    yield build
-    for pool in pools:
-        await pool.close()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
-
-def urls(pool: UpstreamPool) -> set[str]:
-    return {instance.url for instance in pool.instances}
+        yield build
 
 
 @pytest.mark.slow
@@ -83,24 +57,24 @@ async def test_instances_follow_puts_deletes_and_lease_expiry_within_two_seconds
     etcd.put(PREFIX + "a", {"url": first.url})
     etcd.put("/relaygate/services/other/x", {"url": "http://127.0.0.1:1"})  # not ours
     pool, proxy = discovered([etcd.url])
-    await until(lambda: urls(pool) == {first.url})
+    await until(lambda: instance_urls(pool) == {first.url})
     assert served_by(await proxy(make_request("GET", "/o", timeout_ms=3_000))) == first.port
 
     # A new instance, registered with a 2 s lease, appears at once.
     lease = etcd.grant(2)
     state = pool.instances[0]
     etcd.put(PREFIX + "b", {"url": second.url, "weight": 3}, lease=lease)
-    assert await until(lambda: urls(pool) == {first.url, second.url}, timeout=2.0) < 2.0
+    assert await until(lambda: instance_urls(pool) == {first.url, second.url}, timeout=2.0) < 2.0
     assert pool.instances[0] is state  # the one that stayed kept its state
     assert {i.url: i.weight for i in pool.instances}[second.url] == 3
 
     # Its owner stops renewing: etcd expires the lease, the watch sees the delete.
-    took = await until(lambda: urls(pool) == {first.url}, timeout=6.0)
+    took = await until(lambda: instance_urls(pool) == {first.url}, timeout=6.0)
     assert took < 2.0 + 2.0  # the lease TTL, then etcd's expiry and the watch
 
     # A plain delete leaves at once.
     etcd.delete(PREFIX + "a")
-    assert await until(lambda: urls(pool) == set(), timeout=2.0) < 2.0
+    assert await until(lambda: instance_urls(pool) == set(), timeout=2.0) < 2.0
     snapshot = pool.snapshot()
     assert snapshot["discovery"]["type"] == "etcd"
     assert snapshot["discovery"]["error"] is None
@@ -113,9 +87,9 @@ async def test_a_bad_record_is_skipped_and_the_others_kept(
     etcd.put("/relaygate/services/billing/bad", "not json")
     etcd.put("/relaygate/services/billing/ftp", {"url": "ftp://x"})
     pool, _ = discovered([etcd.url], service="billing")
-    await until(lambda: urls(pool) == {live[0].url})
+    await until(lambda: instance_urls(pool) == {live[0].url})
     etcd.put("/relaygate/services/billing/good", {"url": live[0].url, "group": "x"})
-    await until(lambda: urls(pool) == set(), timeout=2.0)
+    await until(lambda: instance_urls(pool) == set(), timeout=2.0)
 
 
 async def test_an_unreachable_endpoint_fails_over_to_the_next(
@@ -123,7 +97,7 @@ async def test_an_unreachable_endpoint_fails_over_to_the_next(
 ) -> None:
     etcd.put("/relaygate/services/search/a", {"url": live[1].url})
     pool, _ = discovered([f"http://127.0.0.1:{free_port()}", etcd.url], service="search")
-    await until(lambda: urls(pool) == {live[1].url}, timeout=5.0)
+    await until(lambda: instance_urls(pool) == {live[1].url}, timeout=5.0)
 
 
 @pytest.mark.slow
@@ -134,12 +108,12 @@ async def test_instances_survive_an_etcd_restart_and_changes_resume(
     try:
         server.put(PREFIX + "a", {"url": live[0].url})
         pool, _ = discovered([server.url])
-        await until(lambda: urls(pool) == {live[0].url})
+        await until(lambda: instance_urls(pool) == {live[0].url})
         server.stop()
         await until(lambda: pool.snapshot()["discovery"]["error"] is not None, timeout=5.0)
-        assert urls(pool) == {live[0].url}  # the last known set is kept
+        assert instance_urls(pool) == {live[0].url}  # the last known set is kept
         server.start()  # same port, same data dir
         server.put(PREFIX + "b", {"url": live[1].url})
-        await until(lambda: urls(pool) == {live[0].url, live[1].url}, timeout=15.0)
+        await until(lambda: instance_urls(pool) == {live[0].url, live[1].url}, timeout=15.0)
     finally:
         server.stop()

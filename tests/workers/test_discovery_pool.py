@@ -9,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts.config import Config, HttpUpstream, Route, UpstreamInstance, UpstreamTarget, When
+from contracts.config import Config, HttpUpstream, UpstreamInstance
 from tests.support.processes import free_port
 from tests.support.reflector import Reflector
+from tests.support.upstream_pool import orders_proxy
 from tests.workers.test_resilience import served_by, start_reflectors, until
 from tests.workers.test_routing import make_request
-from workers.routing import HttpProxy, UpstreamPool, build_routing
+from workers.routing import UpstreamPool, build_routing
 from workers.routing.balancer import ConsistentHash, WeightedRoundRobin
 from workers.routing.health import Instance
 from workers.routing.session import open_session
@@ -37,12 +38,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Reflector]]:
 async def test_a_new_set_keeps_the_state_of_instances_that_stay(live: list[Reflector]) -> None:
     upstream = HttpUpstream.model_validate({"discovery": ETCD, "retries": {"attempts": 1}})
     pool = UpstreamPool("orders", upstream, open_session(upstream))
-    route = Route(
-        name="orders",
-        when=When(path="/{rest:path}"),
-        to=UpstreamTarget(type="upstream", upstream="orders"),
-    )
-    proxy = HttpProxy(route, pool)  # built while the pool is still empty
+    proxy = orders_proxy(pool)  # built while the pool is still empty
     try:
         response = await proxy(make_request("GET", "/x", timeout_ms=3_000))
         assert response.status == 503

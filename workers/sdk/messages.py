@@ -12,10 +12,27 @@ from contracts.envelope import Envelope, HttpInfo, Principal, now_ms
 
 
 @dataclass(slots=True)
-class Request:
-    """An HTTP request as the ingress saw it, plus what the edge learned (principal)."""
+class EnvelopeView:
+    """What every handler's argument reads from the envelope it came in."""
 
     envelope: Envelope
+
+    @property
+    def route(self) -> str | None:
+        return self.envelope.subject
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who authenticated at the edge (None on a route without authentication)."""
+        return self.envelope.principal
+
+    def json(self) -> Any:
+        return orjson.loads(self.envelope.data)
+
+
+@dataclass(slots=True)
+class Request(EnvelopeView):
+    """An HTTP request as the ingress saw it, plus what the edge learned (principal)."""
 
     @property
     def http(self) -> HttpInfo:
@@ -49,17 +66,6 @@ class Request:
     @property
     def body(self) -> bytes:
         return self.envelope.data
-
-    def json(self) -> Any:
-        return orjson.loads(self.envelope.data)
-
-    @property
-    def route(self) -> str | None:
-        return self.envelope.subject
-
-    @property
-    def principal(self) -> Principal | None:
-        return self.envelope.principal
 
     @property
     def correlation_id(self) -> str:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-import orjson
+from typing import TYPE_CHECKING, Literal
 
 from contracts import websocket as ws
 from contracts.codec import EnvelopeCodec
-from contracts.envelope import Envelope, HttpInfo, Principal
+from contracts.envelope import HttpInfo
 from contracts.topics import Topics
+from workers.sdk.messages import EnvelopeView
 
 if TYPE_CHECKING:
     from contracts.bus import Bus
@@ -38,10 +37,8 @@ MAX_CHANNEL = 256
 
 
 @dataclass(slots=True)
-class SocketEvent:
+class SocketEvent(EnvelopeView):
     """A connection opened, sent a message, or closed."""
-
-    envelope: Envelope
 
     @property
     def kind(self) -> SocketKind:
@@ -50,15 +47,6 @@ class SocketEvent:
     @property
     def connection_id(self) -> str:
         return self.envelope.correlationid
-
-    @property
-    def route(self) -> str | None:
-        return self.envelope.subject
-
-    @property
-    def principal(self) -> Principal | None:
-        """Who authenticated at the handshake (None on a route without authentication)."""
-        return self.envelope.principal
 
     @property
     def data(self) -> bytes:
@@ -70,9 +58,6 @@ class SocketEvent:
         if self.envelope.datacontenttype == ws.BINARY:
             return None
         return self.envelope.data.decode()
-
-    def json(self) -> Any:
-        return orjson.loads(self.envelope.data)
 
     @property
     def http(self) -> HttpInfo | None:

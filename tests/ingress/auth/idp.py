@@ -13,7 +13,7 @@ import functools
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -239,3 +239,15 @@ async def gateway(nats_url: str, config: dict[str, Any]) -> AsyncIterator[Gatewa
             await subscription.stop()
         await ingress_bus.close()
         await worker_bus.close()
+
+
+@contextlib.asynccontextmanager
+async def idp_and_gateway(
+    nats_url: str, config: Callable[[IdentityProvider], dict[str, Any]]
+) -> AsyncIterator[tuple[IdentityProvider, Gateway]]:
+    """An identity provider whose /jwks serves the `idp` RSA key as `k1`, and a
+    gateway on `config(idp)`."""
+    async with identity_provider() as idp:
+        idp.keys = [public_jwk(rsa_key("idp"), "k1")]
+        async with gateway(nats_url, config(idp)) as gw:
+            yield idp, gw

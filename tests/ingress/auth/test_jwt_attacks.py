@@ -23,8 +23,7 @@ from tests.ingress.auth.idp import (
     b64,
     claims,
     ec_key,
-    gateway,
-    identity_provider,
+    idp_and_gateway,
     public_jwk,
     public_pem,
     raw_token,
@@ -72,10 +71,8 @@ def _config(idp: IdentityProvider) -> dict[str, Any]:
 
 @pytest.fixture
 async def setup(nats_server: NatsServer) -> AsyncIterator[tuple[IdentityProvider, Gateway]]:
-    async with identity_provider() as idp:
-        idp.keys = [public_jwk(rsa_key("idp"), "k1")]
-        async with gateway(nats_server.url, _config(idp)) as gw:
-            yield idp, gw
+    async with idp_and_gateway(nats_server.url, _config) as started:
+        yield started
 
 
 def _hs(alg: str, secret: bytes, header: dict[str, Any], payload: dict[str, Any]) -> str:

@@ -21,10 +21,11 @@ from tests.ingress.auth.idp import (
     ISSUER,
     Gateway,
     IdentityProvider,
+    b64,
     claims,
     ec_key,
-    gateway,
     identity_provider,
+    idp_and_gateway,
     public_jwk,
     public_pem,
     rsa_key,
@@ -77,7 +78,7 @@ def _config(idp: IdentityProvider) -> dict[str, Any]:
                 "issuer": "https://hmac.test/",
                 "audience": [AUDIENCE],
                 "algorithms": ["HS256"],
-                "keys": [{"jwk": {"kty": "oct", "k": _b64(HMAC_SECRET)}}],
+                "keys": [{"jwk": {"kty": "oct", "k": b64(HMAC_SECRET)}}],
             },
         },
         "routes": [
@@ -91,18 +92,10 @@ def _config(idp: IdentityProvider) -> dict[str, Any]:
     }
 
 
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 @pytest.fixture
 async def setup(nats_server: NatsServer) -> AsyncIterator[tuple[IdentityProvider, Gateway]]:
-    async with identity_provider() as idp:
-        idp.keys = [public_jwk(rsa_key("idp"), "k1")]
-        async with gateway(nats_server.url, _config(idp)) as gw:
-            yield idp, gw
+    async with idp_and_gateway(nats_server.url, _config) as started:
+        yield started
 
 
 async def _call(
@@ -233,6 +226,13 @@ async def test_a_verified_token_is_cached_but_not_past_its_exp(
     assert (status, body["detail"]) == (401, "the access token has expired")
 
 
+def _config_problems(path: Path, config: dict[str, Any]) -> str:
+    """What loading `config` from a file says is wrong, one problem a line."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(path, config))
+    return "\n".join(caught.value.problems)
+
+
 def test_config_errors_name_their_yaml_path(tmp_path: Any) -> None:
     issuer = {"issuer": ISSUER, "audience": [AUDIENCE], "jwks_url": "http://127.0.0.1:9/jwks"}
     route = {"name": "r", "when": {"path": "/r"}, "to": {"type": "worker", "topic": "t"}}
@@ -244,9 +244,7 @@ def test_config_errors_name_their_yaml_path(tmp_path: Any) -> None:
         },
         "routes": [{**route, "policies": [{"type": "jwt", "issuers": ["missing"]}]}],
     }
-    with pytest.raises(ConfigError) as caught:
-        load_config(write_config(tmp_path / "bad.yaml", bad))
-    text = "\n".join(caught.value.problems)
+    text = _config_problems(tmp_path / "bad.yaml", bad)
     assert "issuers.mixed: do not mix HS* with public-key algorithms" in text
     assert "issuers.nokeys: give `jwks_url` or `keys`" in text
     assert "issuers.badpem.keys[0]: pem: not a PEM public key" in text
@@ -262,9 +260,7 @@ def test_config_errors_name_their_yaml_path(tmp_path: Any) -> None:
             }
         ],
     }
-    with pytest.raises(ConfigError) as caught:
-        load_config(write_config(tmp_path / "refs.yaml", refs))
-    text = "\n".join(caught.value.problems)
+    text = _config_problems(tmp_path / "refs.yaml", refs)
     assert "routes[0].policies[0].issuers[0]: unknown issuer 'c' (a, b)" in text
     assert "routes[0].policies[1].server: unknown authorization server 'as'" in text
     assert "issuers.b.issuer: 'https://idp.test/' is also issuer 'a'" in text

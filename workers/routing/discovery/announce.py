@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import string
 import uuid
@@ -82,11 +83,12 @@ async def announce(
     if any(c not in _KEY_CHARS for c in instance_id):
         raise ValueError(f"instance id {instance_id!r}: use letters, digits, '-' and '_'")
     announcer = Announcer(service, instance_id)
+    value = functools.partial(announcement, url, group=group, weight=weight, ttl_s=ttl_s)
     scheme = bus_url.split("://", 1)[0].lower()
     if scheme in ("nats", "tls"):
-        body = _announce_nats(bus_url, announcer, url, ttl_s, prefix, group, weight)
+        body = _announce_nats(bus_url, announcer, value, ttl_s, prefix)
     elif scheme == "kafka":
-        body = _announce_kafka(bus_url, announcer, url, ttl_s, prefix, group, weight)
+        body = _announce_kafka(bus_url, announcer, value, ttl_s, prefix)
     else:
         raise ValueError(f"{bus_url!r}: announce needs a nats://, tls:// or kafka:// URL")
     async with body:
@@ -95,13 +97,7 @@ async def announce(
 
 @contextlib.asynccontextmanager
 async def _announce_nats(
-    bus_url: str,
-    announcer: Announcer,
-    url: str,
-    ttl_s: float,
-    prefix: str,
-    group: int,
-    weight: int,
+    bus_url: str, announcer: Announcer, value: Callable[[], bytes], ttl_s: float, prefix: str
 ) -> AsyncIterator[None]:
     async def on_error(exc: Exception) -> None:
         log.debug("announce: nats: %r", exc)
@@ -122,10 +118,8 @@ async def _announce_nats(
         kv = await open_bucket(nc.jetstream(), bucket_name(prefix), ttl_s)
 
         async def beat() -> None:
-            await kv.put(key, announcement(url, group=group, weight=weight, ttl_s=ttl_s))
+            await kv.put(key, value())
 
-        await beat()
-        announcer.heartbeats += 1
         async with _heartbeat(announcer, beat, ttl_s, (nats.errors.Error, TimeoutError)):
             yield
         try:
@@ -138,13 +132,7 @@ async def _announce_nats(
 
 @contextlib.asynccontextmanager
 async def _announce_kafka(
-    bus_url: str,
-    announcer: Announcer,
-    url: str,
-    ttl_s: float,
-    prefix: str,
-    group: int,
-    weight: int,
+    bus_url: str, announcer: Announcer, value: Callable[[], bytes], ttl_s: float, prefix: str
 ) -> AsyncIterator[None]:
     servers = bootstrap_servers(bus_url)
     topic = topic_name(prefix)
@@ -156,11 +144,8 @@ async def _announce_kafka(
     try:
 
         async def beat() -> None:
-            value = announcement(url, group=group, weight=weight, ttl_s=ttl_s)
-            await producer.send_and_wait(topic, value, key=key)
+            await producer.send_and_wait(topic, value(), key=key)
 
-        await beat()
-        announcer.heartbeats += 1
         async with _heartbeat(announcer, beat, ttl_s, (KafkaError, TimeoutError)):
             yield
         try:
@@ -178,6 +163,11 @@ async def _heartbeat(
     ttl_s: float,
     errors: tuple[type[BaseException], ...],
 ) -> AsyncIterator[None]:
+    """The first beat (a failure is the caller's: nothing announced), then one every
+    `ttl_s / 3` while the block runs (a failure is logged and retried)."""
+    await beat()
+    announcer.heartbeats += 1
+
     async def loop() -> None:
         while True:
             await asyncio.sleep(ttl_s / 3)
