@@ -112,6 +112,8 @@ def _number(page: Page, selector: str) -> float:
 def test_dashboard_in_chromium_shows_live_traffic_and_refuses_strangers(
     gateway: RelaygateUp, tmp_path: Path
 ) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no {CHROMIUM}: install Debian's chromium (`make deps-system` does)")
     admin = gateway.admin_url
     # Without the token: the page is the login form (401), the stream a 401.
     refused = httpx.get(f"{admin}/dashboard")
