@@ -46,14 +46,12 @@ def _config(upstream: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[RelaygateUp]:
-    upstream = Reflector(tmp_path).start()
+def upstream(tmp_path: Path) -> Iterator[Reflector]:
+    reflector = Reflector(tmp_path).start()
     try:
-        with running_up(tmp_path, "dashboard", _config(upstream.url)) as gateway:
-            wait_routed(f"{gateway.url}/orders/1")
-            yield gateway
+        yield reflector
     finally:
-        upstream.stop()
+        reflector.stop()
 
 
 class _Traffic:
@@ -110,10 +108,32 @@ def _number(page: Page, selector: str) -> float:
 
 
 def test_dashboard_in_chromium_shows_live_traffic_and_refuses_strangers(
-    gateway: RelaygateUp, tmp_path: Path
+    upstream: Reflector, tmp_path: Path
 ) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no {CHROMIUM}: install Debian's chromium (`make deps-system` does)")
+    open_stream = threading.Thread(target=lambda: None)
+    # running_up also proves that an open event stream does not hold up the stop.
+    with running_up(tmp_path, "dashboard", _config(upstream.url)) as gateway:
+        wait_routed(f"{gateway.url}/orders/1")
+        _check_dashboard(gateway, tmp_path)
+        ended: list[str] = []
+        open_stream = threading.Thread(target=_hold_stream, args=(gateway.admin_url, ended))
+        open_stream.start()
+        time.sleep(0.5)
+    open_stream.join(5)
+    assert ended == ["ended"]
+
+
+def _hold_stream(admin_url: str, ended: list[str]) -> None:
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    with httpx.stream("GET", f"{admin_url}/dashboard/events", headers=headers) as stream:
+        for _ in stream.iter_lines():
+            pass
+    ended.append("ended")
+
+
+def _check_dashboard(gateway: RelaygateUp, tmp_path: Path) -> None:
     admin = gateway.admin_url
     # Without the token: the page is the login form (401), the stream a 401.
     refused = httpx.get(f"{admin}/dashboard")
