@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from contracts.config import Config
 from ingress.app import IngressApp
 from ingress.dashboard.collector import DashboardCollector
+from ingress.dashboard.nodes import IngressNodes
 from ingress.dashboard.session import COOKIE, Sessions
 from ingress.upstreams import UpstreamStates
 
@@ -53,11 +54,14 @@ class _Dashboard:
     def __init__(self, app: IngressApp, config: Config, states: UpstreamStates) -> None:
         settings = config.dashboard
         self.sessions = Sessions(config.admin.token, settings.session_ttl_s)
+        self.nodes = IngressNodes(app.bus, stale_s=max(5.0, 3 * settings.interval_s))
         self.collector = DashboardCollector(
             node_id=app.bus.node_id,
             pending=app.bus.pending,
             stats=lambda: asdict(app.stats),
             workers=states.current,
+            nodes=self.nodes.current,
+            on_point=self.nodes.record,
             interval_s=settings.interval_s,
             history_s=settings.history_s,
         )
@@ -65,6 +69,17 @@ class _Dashboard:
         self.login_page = _asset("login.html").decode()
         self.static = {name: (_asset(name), media) for name, media in _STATIC.items()}
         self.closing = False
+        self._subscribing: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Sample and listen to the other nodes; once (needs the running loop)."""
+        self.collector.start()
+        if self._subscribing is None:
+            self._subscribing = asyncio.get_running_loop().create_task(self.nodes.start())
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+        await self.nodes.stop()
 
     def allowed(self, request: Request) -> bool:
         sessions = self.sessions
@@ -104,7 +119,7 @@ def install_dashboard(
     admin.state.dashboard = board
     with contextlib.suppress(RuntimeError):
         asyncio.get_running_loop()
-        board.collector.start()
+        board.start()
 
     def unauthorized() -> JSONResponse:
         return JSONResponse(
@@ -115,7 +130,7 @@ def install_dashboard(
 
     @admin.get(PREFIX, include_in_schema=False)
     async def page(request: Request) -> Response:
-        board.collector.start()
+        board.start()
         if not board.allowed(request):
             return board.login(401)
         return Response(board.page, headers=PAGE_HEADERS, media_type="text/html; charset=utf-8")
@@ -162,7 +177,7 @@ def install_dashboard(
 
     @admin.get(f"{PREFIX}/events", include_in_schema=False)
     async def events(request: Request) -> Response:
-        board.collector.start()
+        board.start()
         if not board.allowed(request):
             return unauthorized()
         return await board.events()

@@ -154,6 +154,8 @@ class DashboardCollector:
         pending: _Pending,
         stats: Callable[[], Mapping[str, int]],
         workers: Callable[[], list[dict[str, Any]]],
+        nodes: Callable[[], list[dict[str, Any]]] = list,
+        on_point: Callable[[dict[str, Any]], None] | None = None,
         interval_s: float = 1.0,
         history_s: int = 300,
         source: _Source = REGISTRY,
@@ -163,6 +165,8 @@ class DashboardCollector:
         self._pending = pending
         self._stats = stats
         self._workers = workers
+        self._nodes = nodes
+        self._on_point = on_point
         self._source = source
         self.history: deque[dict[str, Any]] = deque(maxlen=max(1, int(history_s / interval_s)))
         self.state: dict[str, Any] = {}  # the latest non-numeric part: workers, events, …
@@ -202,6 +206,8 @@ class DashboardCollector:
             return None
         dt = max(reading.at - last.at, 1e-3)
         point = self._point(reading, last, dt)
+        if self._on_point is not None:
+            self._on_point(point)
         self.state = self._state(reading, last, dt)
         self.history.append(point)
         changed, self._changed = self._changed, asyncio.Event()
@@ -259,6 +265,7 @@ class DashboardCollector:
             "late_total": now.late,
             "events": events,
             "workers": self._workers(),
+            "nodes": self._nodes(),
             "webhooks": webhooks,
         }
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from tests.e2e.conftest import Cluster
 from tests.support.gateway import RelaygateUp, running_up, wait_routed
 from tests.support.reflector import Reflector
 
@@ -87,8 +88,8 @@ class _Traffic:
                 time.sleep(0.01)
 
 
-def _first_event(admin_url: str) -> tuple[str, dict[str, Any]]:
-    headers = {"authorization": f"Bearer {TOKEN}"}
+def _events(admin_url: str, headers: dict[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The event stream's events: (name, data), until the caller stops."""
     with httpx.stream("GET", f"{admin_url}/dashboard/events", headers=headers) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -97,9 +98,8 @@ def _first_event(admin_url: str) -> tuple[str, dict[str, Any]]:
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
-                data: dict[str, Any] = json.loads(line[6:])
-                return name, data
-    raise AssertionError("the event stream ended before its first event")
+                yield name, json.loads(line[6:])
+    raise AssertionError("the event stream ended")
 
 
 def _number(page: Page, selector: str) -> float:
@@ -186,6 +186,7 @@ def _check_dashboard(gateway: RelaygateUp, tmp_path: Path) -> None:
             rows = page.locator("#routes tbody tr").all_text_contents()
             assert any(row.startswith("orders") for row in rows), rows
             assert _number(page, "#e5") >= 0
+            assert "(this one)" in (page.text_content("#nodes tbody") or "")
             assert page.is_hidden("#webhooks-section")  # no webhook data, no panel
 
             shot = tmp_path / "dashboard.png"
@@ -197,10 +198,25 @@ def _check_dashboard(gateway: RelaygateUp, tmp_path: Path) -> None:
     assert traffic.sent > 0
 
     # The stream starts with the history the ingress kept while nobody watched.
-    name, history = _first_event(admin)
+    name, history = next(_events(admin, {"authorization": f"Bearer {TOKEN}"}))
     assert name == "history"
     assert history["state"]["node"]
     points = history["points"]
     assert len(points) >= 3
     assert any(p["routes"].get("orders", {}).get("e5", 0) > 0 for p in points)
     assert any(p["total"]["e4"] > 0 for p in points)  # the 404s of /nowhere
+
+
+@pytest.mark.parametrize("cluster", [("nats", 5000)], indirect=True)
+def test_each_ingress_dashboard_lists_every_ingress_node_of_the_cluster(
+    cluster: Cluster,
+) -> None:
+    first, second = cluster.ingresses
+    httpx.get(f"{second.url}/echo/hello", timeout=10.0).raise_for_status()
+    deadline = time.monotonic() + 10
+    for name, data in _events(first.admin_url, {}):  # no admin.token: open, like the API
+        nodes = {n["node"]: n for n in data["state"]["nodes"]}
+        if len(nodes) == 2:
+            assert data["state"]["node"] in nodes
+            break
+        assert time.monotonic() < deadline, f"{name}: nodes seen {sorted(nodes)}"

@@ -3,6 +3,7 @@ signed session cookie, and the admin routes' authentication (token, cookie, none
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from contracts.topics import Topics
 from ingress.admin import build_admin
 from ingress.app import IngressApp
 from ingress.dashboard.collector import DashboardCollector, quantile
+from ingress.dashboard.nodes import IngressNodes
 from ingress.dashboard.session import COOKIE, Sessions
 
 TOKEN = "dashboard-unit-token-0123456789"
@@ -108,7 +110,7 @@ async def admin_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.As
             yield client
     finally:
         if config.dashboard.enabled:
-            await admin.state.dashboard.collector.stop()
+            await admin.state.dashboard.stop()
         await bus.close()
 
 
@@ -179,3 +181,34 @@ async def test_without_an_admin_token_the_dashboard_is_open_like_the_admin_api(
 @pytest.mark.parametrize("admin_client", [{"dashboard": {"enabled": False}}], indirect=True)
 async def test_a_disabled_dashboard_is_not_served(admin_client: httpx.AsyncClient) -> None:
     assert (await admin_client.get("/dashboard")).status_code == 404
+
+
+async def test_each_node_lists_every_ingress_node_heard_on_the_bus() -> None:
+    hub = MemoryHub()
+    buses = [MemoryBus(topics=Topics(), node_id=f"ingress-{i}", hub=hub) for i in (1, 2)]
+    nodes = [IngressNodes(bus, stale_s=0.3) for bus in buses]
+    for bus, node in zip(buses, nodes, strict=True):
+        await bus.connect()
+        await node.start()
+    point: dict[str, Any] = {
+        "t": 1,
+        "total": {"rps": 5.0, "e4": 0.0, "e5": 1.0, "p99": 3.0},
+        "bus": {"pending": 2, "in_flight": 1},
+    }
+    try:
+        nodes[0].record(point)
+        assert [n["node"] for n in nodes[0].current()] == ["ingress-1"]  # itself at once
+        nodes[1].record({**point, "total": {**point["total"], "rps": 7.0}})
+        for _ in range(100):
+            if len(nodes[0].current()) == 2 and len(nodes[1].current()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        seen = {n["node"]: n for n in nodes[0].current()}
+        assert seen["ingress-2"]["rps"] == 7.0
+        assert seen["ingress-1"]["pending"] == 2
+        await asyncio.sleep(0.4)  # nobody recorded since: both are stale
+        assert nodes[0].current() == []
+    finally:
+        for bus, node in zip(buses, nodes, strict=True):
+            await node.stop()
+            await bus.close()

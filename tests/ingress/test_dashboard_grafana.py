@@ -57,7 +57,7 @@ async def _exposed() -> set[str]:
         ) as client:
             ingress = (await client.get("/metrics")).text
     finally:
-        await admin.state.dashboard.collector.stop()
+        await admin.state.dashboard.stop()
         await bus.close()
     worker = registry_with(  # as workers/runner.py builds it
         InFlightCollector(WORKER_IN_FLIGHT),

@@ -76,6 +76,19 @@
     });
   }
 
+  function nodes() {
+    fill($("nodes").tBodies[0], state.nodes || [], (row, n) => {
+      cell(row, n.node === state.node ? `${n.node} (this one)` : n.node, "name");
+      cell(row, `${Math.max(0, (Date.now() - n.time) / 1000).toFixed(1)} s ago`);
+      cell(row, num(n.rps));
+      cell(row, num(n.e4));
+      cell(row, num(n.e5), n.e5 > 0 ? "bad" : "");
+      cell(row, ms(n.p99));
+      cell(row, num(n.pending, 0));
+      cell(row, num(n.in_flight, 0));
+    });
+  }
+
   function events() {
     const rows = Object.entries(state.events || {}).filter(([, e]) => e.total > 0);
     rows.push(["late_replies", { total: state.late_total || 0, per_s: null }]);
@@ -141,6 +154,7 @@
     if (points.length) tiles(points[points.length - 1]);
     charts();
     routes();
+    nodes();
     events();
     workers();
     webhooks();
