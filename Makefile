@@ -28,15 +28,21 @@ typecheck: $(STAMP)
 pytest: $(STAMP) deps-system
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# System packages the tests start as real processes: etcd (service discovery tests).
+# System packages the tests start as real processes: etcd (service discovery tests) and
+# chromium (the dashboard's browser test, driven by Playwright: no browser download).
 # Idempotent and quiet: installs only what is missing (Debian/Ubuntu, run as root).
+SYSTEM_PACKAGES := etcd:etcd-server chromium:chromium
+
 deps-system:
-	@command -v etcd >/dev/null 2>&1 || { \
-	  echo "installing etcd-server (apt)"; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -qq etcd-server >/dev/null 2>&1 || \
-	  { apt-get update -qq >/dev/null && apt-get install -y -qq etcd-server >/dev/null; }; \
-	}
+	  apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
+	fi
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

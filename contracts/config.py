@@ -1258,6 +1258,28 @@ class DocsEvent(_Model):
     description: str | None = None
 
 
+class DashboardConfig(_Model):
+    """The live dashboard on the admin port (`/dashboard`): rates, error rates and
+    latency per route, bus and worker health, pushed to the browser every sample."""
+
+    enabled: bool = Field(True, description="Serve /dashboard on the admin port.")
+    interval_s: float = Field(
+        1.0, ge=0.25, le=60, description="Seconds between samples (and pushes to browsers)."
+    )
+    history_s: int = Field(
+        300,
+        ge=10,
+        le=3600,
+        description="Seconds of samples kept in memory, sent to a browser when it connects.",
+    )
+    session_ttl_s: int = Field(
+        43200,
+        ge=60,
+        le=604800,
+        description="Lifetime of the session cookie a login with admin.token gives.",
+    )
+
+
 class DocsConfig(_Model):
     """The API documentation on the admin port: OpenAPI for the routes, AsyncAPI for the
     topics, each reader seeing only what its roles allow."""
@@ -1390,6 +1412,9 @@ class Config(BaseSettings):
     )
     docs: DocsConfig = Field(
         default_factory=DocsConfig, description="API documentation on the admin port."
+    )
+    dashboard: DashboardConfig = Field(
+        default_factory=DashboardConfig, description="The live dashboard on the admin port."
     )
     workers: list[WorkerSpec] = Field(
         default_factory=list,

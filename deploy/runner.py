@@ -351,7 +351,8 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
             else ""
         ),
         f"  admin    http://{config.admin.host}:{config.admin.port}"
-        "  (/healthz /readyz /config /stats /upstreams /cache /admin/keys /admin/oauth /docs)",
+        "  (/dashboard /healthz /readyz /config /stats /upstreams /cache /admin/keys /admin/oauth"
+        " /docs)",
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]

@@ -1,5 +1,6 @@
 """The admin API (FastAPI, its own port): health, readiness, the running config, stats,
-the routing workers' upstream state, response-cache purges, and the API docs."""
+the routing workers' upstream state, response-cache purges, the API docs and the live
+dashboard."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from contracts.telemetry.metrics import (
 from ingress.admin_credentials import install_credentials
 from ingress.apidocs import install_apidocs
 from ingress.app import IngressApp
+from ingress.dashboard import install_dashboard
 from ingress.upstreams import UpstreamStates
 
 
@@ -103,4 +105,5 @@ def build_admin(app: IngressApp, config: Config) -> FastAPI:
 
     install_credentials(admin, app, config)
     install_apidocs(admin, app)
+    install_dashboard(admin, app, config, states)
     return admin

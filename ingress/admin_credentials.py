@@ -23,8 +23,9 @@ from ingress.auth.store import StoreUnavailable
 log = logging.getLogger("relaygate.admin")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no token
-# The API docs authenticate their readers themselves (ingress/apidocs), the token included.
-OPEN_PREFIX = "/api-docs"
+# The API docs authenticate their readers themselves (ingress/apidocs), the token included;
+# so does the dashboard (ingress/dashboard: the token, or the session cookie of a login).
+OPEN_PREFIX = ("/api-docs", "/dashboard")
 
 
 class _Fields(BaseModel):

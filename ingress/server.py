@@ -21,6 +21,7 @@ from contracts.envelope import new_id
 from contracts.lifecycle import exit_if_stuck
 from ingress.admin import build_admin
 from ingress.app import IngressApp
+from ingress.dashboard import close_dashboard
 from ingress.transport import Transport
 
 log = logging.getLogger("relaygate.ingress")
@@ -139,6 +140,7 @@ async def serve_ingress(
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
+        close_dashboard(admin_app)  # its event streams would hold the admin server open
         for server in servers:
             server.should_exit = True
 
