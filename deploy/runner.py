@@ -351,8 +351,8 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
             else ""
         ),
         f"  admin    http://{config.admin.host}:{config.admin.port}"
-        "  (/dashboard /healthz /readyz /config /stats /upstreams /cache /admin/keys /admin/oauth"
-        " /docs)",
+        "  (/dashboard /api-docs/ /metrics /healthz /readyz /config /stats /upstreams /cache"
+        " /admin/keys /admin/oauth /docs)",
         f"  bus      {config.bus.url}"
         + (f"  (embedded NATS, JetStream in {store})" if embedded else ""),
     ]
