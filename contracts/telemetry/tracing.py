@@ -335,10 +335,11 @@ def tracing_wanted(options: TracingConfig, env: Mapping[str, str] = os.environ) 
 
 # The JSON is written as text: building a dict per span and per attribute for
 # orjson cost ~10 µs a span, this ~3 µs. Strings are escaped by the json module's C
-# encoder; an attribute's whole JSON is cached per (key, value) (most values repeat:
-# methods, routes, topics, status codes), the cache emptied when it grows large.
-_FRAGMENTS: dict[tuple[str, Any], str] = {}
-_MAX_FRAGMENTS = 4096
+# encoder; an attribute's whole JSON is cached per key and value (most values repeat:
+# methods, routes, topics, status codes), up to 256 values per key. No tuple per
+# lookup: allocating GC-tracked objects in the encoder made the collector run more.
+_FRAGMENTS: dict[str, dict[Any, str]] = {}
+_MAX_FRAGMENTS = 256  # values cached per key
 
 
 def _value_json(value: Any) -> str:
@@ -362,17 +363,19 @@ def _value_json(value: Any) -> str:
 
 
 def _attribute_json(key: str, value: Any) -> str:
-    cache_key = (key, value) if isinstance(value, str | int) else None
-    if cache_key is not None:
-        cached = _FRAGMENTS.get(cache_key)
+    kind = type(value)
+    if kind is str or kind is int:  # not bool: True == 1 would share an entry
+        by_value = _FRAGMENTS.get(key)
+        if by_value is None:
+            by_value = _FRAGMENTS[key] = {}
+        cached = by_value.get(value)
         if cached is not None:
             return cached
-    text = '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
-    if cache_key is not None:
-        if len(_FRAGMENTS) >= _MAX_FRAGMENTS:
-            _FRAGMENTS.clear()
-        _FRAGMENTS[cache_key] = text
-    return text
+        text = '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
+        if len(by_value) < _MAX_FRAGMENTS:  # ids fill their key's share and stop there
+            by_value[value] = text
+        return text
+    return '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
 
 
 def _attributes_json(attributes: Mapping[str, Any]) -> str:
