@@ -382,7 +382,9 @@ def _attributes_json(attributes: Mapping[str, Any]) -> str:
     return ",".join([_attribute_json(k, v) for k, v in attributes.items()])
 
 
-def _span_json(span: Span) -> str:
+def _span_parts(span: Span, out: list[str]) -> None:
+    """Append the span's JSON to `out` in pieces: small strings (most of them cached
+    fragments) joined once per batch; a string per span of ~600 bytes each was slower."""
     extra = ""
     if span.parent_id:
         extra = ',"parentSpanId":"' + span.parent_id + '"'
@@ -400,12 +402,19 @@ def _span_json(span: Span) -> str:
             )
             + "]"
         )
-    return (
+    out.append(
         f'{{"traceId":"{span.trace_id}","spanId":"{span.span_id}"{extra},'
         f'"name":{_quote(span.name)},"kind":{span.kind},'
         f'"startTimeUnixNano":"{span.start_ns}","endTimeUnixNano":"{span.end_ns}",'
-        f'"attributes":[{_attributes_json(span.attributes)}]}}'
+        '"attributes":['
     )
+    comma = False
+    for key, value in span.attributes.items():
+        if comma:
+            out.append(",")
+        out.append(_attribute_json(key, value))
+        comma = True
+    out.append("]},")
 
 
 def encode(spans: Iterable[Span], resource: Mapping[str, Any]) -> bytes:
@@ -413,18 +422,22 @@ def encode(spans: Iterable[Span], resource: Mapping[str, Any]) -> bytes:
     enums as integers, 64-bit integers as strings, lowerCamelCase field names)."""
     scopes: dict[str, list[str]] = {}
     for span in spans:
-        scope = scopes.get(span.scope)
-        if scope is None:
-            scope = scopes[span.scope] = []
-        scope.append(_span_json(span))
-    scope_spans = ",".join(
-        f'{{"scope":{{"name":{_quote(name)}}},"spans":[{",".join(data)}]}}'
-        for name, data in scopes.items()
-    )
-    return (
+        out = scopes.get(span.scope)
+        if out is None:
+            out = scopes[span.scope] = [f'{{"scope":{{"name":{_quote(span.scope)}}},"spans":[']
+        _span_parts(span, out)
+    parts = [
         f'{{"resourceSpans":[{{"resource":{{"attributes":[{_attributes_json(resource)}]}},'
-        f'"scopeSpans":[{scope_spans}]}}]}}'
-    ).encode()
+        '"scopeSpans":['
+    ]
+    for out in scopes.values():
+        out[-1] = "]}"  # the last span's "]}," -> "]}", then close "spans" and the scope
+        out.append("]},")
+        parts.extend(out)
+    if scopes:
+        parts[-1] = "]}"
+    parts.append("]}]}")
+    return "".join(parts).encode()
 
 
 @dataclass(frozen=True, slots=True)
