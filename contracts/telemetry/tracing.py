@@ -286,12 +286,21 @@ class Tracer:
         )  # fmt: skip
 
     def record(self, span: Span) -> None:
-        """Queue an ended span for export; drop it (counted) when the queue is full."""
+        """Queue an ended span for export, as its OTLP JSON text: made now, while the
+        span is fresh in the CPU's caches, so that the span and its attributes are freed
+        at once. (Keeping 512 span objects for a batch to encode later cost several
+        times the encoding itself.) Dropped, and counted, when the queue is full."""
         queue = self._queue
         if len(queue) >= self._size:
             _QUEUE_FULL.value += 1
             return
-        queue.append(span)
+        try:
+            text = span_json(span)
+        except Exception:  # an attribute that cannot be rendered: never fail a request
+            _EXPORT_FAILED.value += 1
+            log.exception("span %r could not be encoded: dropped", span.name)
+            return
+        queue.append(text if span.scope == SCOPE else (span.scope, text))
         exporter = self._exporter
         if not exporter.armed:
             exporter.arm()  # the first span since the last export
@@ -382,9 +391,8 @@ def _attributes_json(attributes: Mapping[str, Any]) -> str:
     return ",".join([_attribute_json(k, v) for k, v in attributes.items()])
 
 
-def _span_parts(span: Span, out: list[str]) -> None:
-    """Append the span's JSON to `out` in pieces: small strings (most of them cached
-    fragments) joined once per batch; a string per span of ~600 bytes each was slower."""
+def span_json(span: Span) -> str:
+    """The span as an OTLP JSON `Span` object."""
     extra = ""
     if span.parent_id:
         extra = ',"parentSpanId":"' + span.parent_id + '"'
@@ -402,42 +410,43 @@ def _span_parts(span: Span, out: list[str]) -> None:
             )
             + "]"
         )
-    out.append(
+    return (
         f'{{"traceId":"{span.trace_id}","spanId":"{span.span_id}"{extra},'
         f'"name":{_quote(span.name)},"kind":{span.kind},'
         f'"startTimeUnixNano":"{span.start_ns}","endTimeUnixNano":"{span.end_ns}",'
-        '"attributes":['
+        f'"attributes":[{_attributes_json(span.attributes)}]}}'
     )
-    comma = False
-    for key, value in span.attributes.items():
-        if comma:
-            out.append(",")
-        out.append(_attribute_json(key, value))
-        comma = True
-    out.append("]},")
 
 
-def encode(spans: Iterable[Span], resource: Mapping[str, Any]) -> bytes:
+# A queued span: its JSON text (scope relaygate), or (scope, text) for a team's span.
+Queued = str | tuple[str, str]
+
+
+def encode_batch(items: Iterable[Queued], resource: Mapping[str, Any]) -> bytes:
     """An `ExportTraceServiceRequest` in the OTLP JSON encoding (ids as hex strings,
     enums as integers, 64-bit integers as strings, lowerCamelCase field names)."""
     scopes: dict[str, list[str]] = {}
-    for span in spans:
-        out = scopes.get(span.scope)
-        if out is None:
-            out = scopes[span.scope] = [f'{{"scope":{{"name":{_quote(span.scope)}}},"spans":[']
-        _span_parts(span, out)
-    parts = [
+    for item in items:
+        scope, text = (SCOPE, item) if isinstance(item, str) else item
+        texts = scopes.get(scope)
+        if texts is None:
+            texts = scopes[scope] = []
+        texts.append(text)
+    scope_spans = ",".join(
+        f'{{"scope":{{"name":{_quote(name)}}},"spans":[{",".join(texts)}]}}'
+        for name, texts in scopes.items()
+    )
+    return (
         f'{{"resourceSpans":[{{"resource":{{"attributes":[{_attributes_json(resource)}]}},'
-        '"scopeSpans":['
-    ]
-    for out in scopes.values():
-        out[-1] = "]}"  # the last span's "]}," -> "]}", then close "spans" and the scope
-        out.append("]},")
-        parts.extend(out)
-    if scopes:
-        parts[-1] = "]}"
-    parts.append("]}]}")
-    return "".join(parts).encode()
+        f'"scopeSpans":[{scope_spans}]}}]}}'
+    ).encode()
+
+
+def encode(spans: Iterable[Span], resource: Mapping[str, Any]) -> bytes:
+    """`encode_batch` of spans."""
+    return encode_batch(
+        [span_json(s) if s.scope == SCOPE else (s.scope, span_json(s)) for s in spans], resource
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,21 +550,21 @@ _BACKOFF_S = (0.5, 1.0, 2.0)
 
 
 class Exporter:
-    """Turns queued spans into OTLP JSON batches and sends them.
+    """Joins queued spans (already JSON text) into OTLP batches and sends them.
 
-    The encoding runs on the event loop that records the spans: a timer
+    The batches are made on the event loop that records the spans: a timer
     `schedule_delay_s` after the first span, or as soon as a batch is full. The thread
     only sends (blocking HTTP, the GIL released while it waits). Encoding in that
     thread instead made the two fight for the GIL: +40 µs CPU per request in
     handoffs, more than the encoding itself. Spans ended outside a running loop (a
-    team's thread) are encoded by the thread. A failed batch is retried (429,
+    team's thread) are batched by the thread. A failed batch is retried (429,
     502-504, connection errors) up to 3 times with backoff, then dropped and counted;
-    batches waiting to be sent never hold more than `max_queue` spans."""
+    at most `max_queue / batch` batches wait to be sent."""
 
     def __init__(self, settings: ExportSettings, resource: Mapping[str, Any]) -> None:
         self.settings = settings
         self.resource = dict(resource)
-        self.spans: deque[Span] = deque()
+        self.spans: deque[Queued] = deque()
         self.armed = False  # a flush is scheduled on the loop
         self._bodies: deque[tuple[bytes, int]] = deque()  # encoded, to send; span count
         self._wake = threading.Event()
@@ -610,17 +619,12 @@ class Exporter:
         encoded = False
         while spans:
             taken = [spans.popleft() for _ in range(min(batch, len(spans)))]
-            waiting = sum(n for _, n in self._bodies)
-            if waiting + len(taken) > self.settings.max_queue:
+            # Batches not sent yet (the thread pops them: only their number is read
+            # here, never iterated) hold at most `batch` spans each.
+            if (len(self._bodies) + 1) * batch > self.settings.max_queue:
                 _QUEUE_FULL.value += len(taken)  # the collector is slow or down
                 continue
-            try:
-                body = encode(taken, self.resource)
-            except Exception:  # a bad attribute must not stop the export
-                log.exception("%d spans could not be encoded: dropped", len(taken))
-                _EXPORT_FAILED.value += len(taken)
-                continue
-            self._bodies.append((body, len(taken)))
+            self._bodies.append((encode_batch(taken, self.resource), len(taken)))
             encoded = True
         if encoded:
             self._wake.set()
