@@ -13,9 +13,10 @@ Why not the OpenTelemetry SDK on the hot path: its spans cost ~100 µs each here
 objects with locks, attribute cleaning, context attach, the batch processor's lock and
 condition, protobuf encoding that holds the GIL in the export thread): 100 % sampling
 cut the gateway's throughput to a third. A span here is one slotted object: W3C ids from
-`random.getrandbits`, the caller's attribute dict kept as is, appended at `end()` to a
-bounded deque (full: the span is dropped and counted, never a wait). A thread exports
-batches as OTLP/HTTP JSON (the OTLP spec's JSON encoding), rendered with orjson.
+`random.getrandbits`, the caller's attribute dict kept as is. At `end()` it becomes its
+OTLP JSON text (the OTLP spec's JSON encoding), queued in a bounded deque (full: the span
+is dropped and counted, never a wait). The event loop joins the texts into batches; a
+thread only sends them over OTLP/HTTP (see `Exporter`).
 
 The OpenTelemetry API keeps working for team handlers: the SDK's provider is the global
 one, its spans are handed to the same export queue, and `otel_attach(span)` makes our
