@@ -10,11 +10,6 @@ from collections.abc import MutableMapping
 from contextvars import Token
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode
-
 from contracts.config import Config
 from contracts.envelope import first_header
 from contracts.telemetry import logs, tracing
@@ -26,6 +21,7 @@ from contracts.telemetry.metrics import (
     MeterCache,
     RouteMeters,
 )
+from contracts.telemetry.tracing import SERVER, Span, Tracer
 from ingress.request import RequestHead
 from ingress.responses import Send
 
@@ -76,18 +72,18 @@ class RequestWatch:
         self.cache = ""
         self.ratelimit = ""
         self._span: Span | None = None
-        self._token: Token[Context] | None = None
+        self._token: Token[Span | None] | None = None
         HTTP_IN_FLIGHT.count += 1
         tracer = telemetry.tracer
         if tracer is not None:
             self._start_span(tracer, head)
         self.log_token = logs.bind(head.correlation, logs.trace_id_of(head.traceparent))
 
-    def _start_span(self, tracer: trace.Tracer, head: RequestHead) -> None:
-        # read_head made up a traceparent when the client sent none (or a bad one):
-        # continue only the client's own.
+    def _start_span(self, tracer: Tracer, head: RequestHead) -> None:
+        # read_head made up a traceparent when the client sent none: its random trace id
+        # starts the trace. A client's valid one is continued.
         sent = first_header(head.headers, "traceparent")
-        parent = tracing.parent_context(sent, head.tracestate) if sent else None
+        parent = tracing.parse_traceparent(sent, head.tracestate) if sent else None
         attributes: dict[str, Any] = {
             "http.request.method": head.method,
             "url.path": head.path,
@@ -97,12 +93,13 @@ class RequestWatch:
         }
         if head.query:
             attributes["url.query"] = logs.redactor().query(head.query)
-        span = tracer.start_span(
-            head.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
-        )
+        if sent is None:
+            span = tracer.start_root(head.method, SERVER, attributes, head.traceparent[3:35])
+        else:  # continued, or (a header we cannot use) a new trace
+            span = tracer.start(head.method, SERVER, attributes, parent)
         self._span = span
-        self._token = otel_context.attach(trace.set_span_in_context(span))
-        head.traceparent, head.tracestate = tracing.traceparent_of(span)
+        self._token = tracing.use(span)
+        head.traceparent, head.tracestate = span.traceparent(), span.tracestate
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -138,36 +135,23 @@ class RequestWatch:
 
     def _end_span(self, span: Span, status: int, head: RequestHead) -> None:
         template = self.telemetry.templates.get(head.route or "")
+        attributes = span.attributes
         if template is not None:
-            span.update_name(f"{head.method} {template}")
-            span.set_attribute("http.route", template)
-        span.set_attribute("http.response.status_code", status)
+            span.name = f"{head.method} {template}"
+            attributes["http.route"] = template
+        attributes["http.response.status_code"] = status
         if status >= 500:
-            span.set_status(StatusCode.ERROR)
-            span.set_attribute("error.type", str(status))
+            span.set_error()
+            attributes["error.type"] = str(status)
         if self._token is not None:
-            otel_context.detach(self._token)
+            tracing.restore(self._token)
         span.end()
 
     def _log(self, access: AccessLog, status: int, seconds: float) -> None:
+        # Values only, in ACCESS_FIELDS order: the writer thread makes the line.
         head = self.head
         access.write(
-            {
-                "time": time.time(),
-                "level": "info",
-                "logger": "relaygate.access",
-                "message": "request",
-                "route": head.route or None,
-                "method": head.method,
-                "path": head.path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "bytes": self.bytes,
-                "correlation_id": head.correlation,
-                "trace_id": logs.trace_id_of(head.traceparent),
-                "principal": head.principal,
-                "client": head.client_ip,
-                "cache": self.cache or None,
-                "ratelimit": self.ratelimit or None,
-            }
-        )
+            time.time(), head.route, head.method, head.path, status, seconds, self.bytes,
+            head.correlation, head.traceparent, head.principal, head.client_ip, self.cache,
+            self.ratelimit,
+        )  # fmt: skip

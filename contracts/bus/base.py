@@ -15,13 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
-
 from contracts.bus.errors import RequestTimeout
 from contracts.bus.message import Handler, Message
 from contracts.bus.pending import PendingReplies
 from contracts.telemetry import tracing
 from contracts.telemetry.metrics import BUS_PUBLISH, BUS_REQUEST
+from contracts.telemetry.tracing import PRODUCER, Span, Tracer
 from contracts.topics import Topics
 
 log = logging.getLogger("relaygate.bus")
@@ -132,11 +131,11 @@ class Bus(abc.ABC):
             return reply
         except _Expired:
             if span is not None:
-                span.set_status(StatusCode.ERROR, "RequestTimeout")
+                span.set_error("RequestTimeout")
             raise RequestTimeout(f"no reply on {topic} within {timeout:.3f}s") from None
         except BaseException as exc:
             if span is not None:
-                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.set_error(type(exc).__name__)
             raise
         finally:
             timer.cancel()
@@ -153,10 +152,10 @@ class Bus(abc.ABC):
     def _producer_span(self, tracer: Tracer, topic: str, correlation_id: str) -> Span:
         """The PRODUCER span of a request (messaging semantic conventions), a child of
         the current span; it lasts until the reply comes."""
-        return tracer.start_span(
+        return tracer.start(
             f"publish {topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={
+            PRODUCER,
+            {
                 "messaging.system": self.system,
                 "messaging.destination.name": topic,
                 "messaging.operation": "publish",

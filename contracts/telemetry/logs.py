@@ -114,17 +114,32 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+# The fields of an access-log line, in the order `AccessLog.write` takes them.
+ACCESS_FIELDS = (
+    "time", "route", "method", "path", "status", "seconds", "bytes", "correlation_id",
+    "traceparent", "principal", "client", "cache", "ratelimit",
+)  # fmt: skip
+
+
+class AccessLine(tuple[Any, ...]):
+    """An access-log line's values, in `ACCESS_FIELDS` order (a tuple: ~10x cheaper to
+    make on the request path than the dict the writer thread builds from it)."""
+
+    __slots__ = ()
+
+
 class AccessLog:
-    """One line per request at the ingress: `write(fields)` only queues the dict (its
-    `time` an epoch float); the writer thread renders it."""
+    """One line per request at the ingress: `write(...)` only queues the values (a
+    tuple; `time` an epoch float, `seconds` the duration, `traceparent` the request's);
+    the writer thread names, formats and renders them."""
 
     __slots__ = ("_queue",)
 
     def __init__(self, sink: queue.SimpleQueue[Any]) -> None:
         self._queue = sink
 
-    def write(self, fields: dict[str, Any]) -> None:
-        self._queue.put_nowait(fields)
+    def write(self, *values: Any) -> None:
+        self._queue.put_nowait(AccessLine(values))
 
 
 def redactor() -> Redactor:
@@ -211,10 +226,10 @@ class _Writer:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
 
-    def render(self, item: logging.LogRecord | dict[str, Any]) -> str:
-        if isinstance(item, dict):  # an access-log line: our own fields, no secrets
-            item["time"] = _iso(item["time"])
-            return orjson.dumps(item).decode() if self.json else _access_text(item)
+    def render(self, item: logging.LogRecord | AccessLine) -> str:
+        if isinstance(item, AccessLine):  # an access-log line: our own fields, no secrets
+            fields = _access_fields(item)
+            return orjson.dumps(fields).decode() if self.json else _access_text(fields)
         if not self.json:
             line = self.text.format(item)
             ids = getattr(item, "correlation_id", None)
@@ -235,6 +250,42 @@ class _Writer:
 
 def _iso(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+def _access_fields(line: AccessLine) -> dict[str, Any]:
+    (
+        at,
+        route,
+        method,
+        path,
+        status,
+        seconds,
+        size,
+        cid,
+        traceparent,
+        principal,
+        client,
+        cache,
+        rl,
+    ) = line
+    return {
+        "time": _iso(at),
+        "level": "info",
+        "logger": "relaygate.access",
+        "message": "request",
+        "route": route or None,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "bytes": size,
+        "correlation_id": cid,
+        "trace_id": trace_id_of(traceparent),
+        "principal": principal,
+        "client": client,
+        "cache": cache or None,
+        "ratelimit": rl or None,
+    }
 
 
 def _access_text(f: dict[str, Any]) -> str:

@@ -1,12 +1,21 @@
 """A real OTLP/HTTP trace receiver for tests: an aiohttp server on its own thread and
 loop (tests block in sync clients while the gateway exports), decoding each
-`ExportTraceServiceRequest` with opentelemetry-proto into `ReceivedSpan`s."""
+`ExportTraceServiceRequest` with opentelemetry-proto into `ReceivedSpan`s.
+
+Both encodings of the OTLP/HTTP spec: protobuf (`application/x-protobuf`) and JSON
+(`application/json`). JSON is parsed into the same protobuf message by
+`google.protobuf.json_format`, with unknown fields refused: an independent check that
+what the gateway sends matches the opentelemetry-proto definitions. (OTLP JSON writes
+trace and span ids as hex, where the protobuf JSON mapping wants base64: converted
+first, as the Collector does.)"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gzip
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from google.protobuf import json_format  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -43,9 +53,37 @@ def _value(value: AnyValue) -> Any:
     return getattr(value, kind) if kind else None
 
 
-def decode(body: bytes) -> list[ReceivedSpan]:
+_HEX_IDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _ids_as_base64(span: dict[str, Any]) -> None:
+    for key in _HEX_IDS:
+        if key in span:
+            span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    for link in span.get("links", []):
+        _ids_as_base64(link)
+
+
+def parse_json(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP/HTTP JSON body as the protobuf message; raises on any field the
+    definitions do not have, or a value of the wrong type."""
+    data = json.loads(body)
+    for resource_spans in data.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                _ids_as_base64(span)
+    request = ExportTraceServiceRequest()
+    json_format.ParseDict(data, request, ignore_unknown_fields=False)
+    return request
+
+
+def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
+    return request
+
+
+def decode(request: ExportTraceServiceRequest) -> list[ReceivedSpan]:
     spans: list[ReceivedSpan] = []
     for resource_spans in request.resource_spans:
         resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
@@ -74,6 +112,8 @@ class OtlpReceiver:
         self.discard = discard  # take exports without decoding them (the benchmark's)
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.content_types: set[str] = set()
+        self.errors: list[str] = []  # bodies that did not parse, and why
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -88,10 +128,22 @@ class OtlpReceiver:
         body = await request.read()
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        spans = [] if self.discard else decode(body)
+        as_json = request.content_type == "application/json"
+        spans: list[ReceivedSpan] = []
+        if not self.discard:
+            try:
+                message = parse_json(body) if as_json else parse_protobuf(body)
+            except Exception as exc:
+                with self._lock:
+                    self.errors.append(f"{request.content_type}: {exc!r}")
+                return web.Response(status=400, text=str(exc))
+            spans = decode(message)
         with self._lock:
             self.requests += 1
+            self.content_types.add(request.content_type)
             self.spans.extend(spans)
+        if as_json:
+            return web.Response(body=b"{}", content_type="application/json")
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(),
             content_type="application/x-protobuf",

@@ -90,6 +90,9 @@ def test_one_request_is_one_trace_across_the_bus(traced: Traced) -> None:
     assert (version, span_id) == ("00", client.span_id)
     assert int(flags, 16) & 1
     assert not any(s.error for s in spans)
+    # Sent as OTLP/HTTP JSON, every body valid against the opentelemetry-proto messages.
+    assert traced.receiver.content_types == {"application/json"}
+    assert traced.receiver.errors == []
 
 
 def test_client_traceparent_is_continued(traced: Traced) -> None:

@@ -66,6 +66,7 @@ class RoutingWorker:
         source = f"relaygate://worker/{bus.node_id}"
         for topic, proxy in self.proxies.items():
             processor = EnvelopeProcessor(proxy, codec=self._codec, source=source)
+            processor.otel_api = False  # the proxy makes its spans with our tracer
             self._subscriptions.append(await serve_on_bus(bus, topic, GROUP, processor))
 
     def adopt_instances(self, previous: RoutingWorker) -> None:

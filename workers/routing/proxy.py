@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from yarl import URL
 
 from contracts.config import Route, UpstreamTarget
 from contracts.telemetry import logs, tracing
+from contracts.telemetry.tracing import CLIENT, Span, Tracer
 from workers.routing.failover import may_retry
 from workers.routing.headers import forward_request_headers, response_headers
 from workers.routing.health import Instance
@@ -153,7 +153,7 @@ class HttpProxy:
                 state = request.envelope.tracestate
             else:
                 span = self._client_span(tracer, instance, http.method, url)
-                parent, state = tracing.traceparent_of(span)
+                parent, state = span.traceparent(), span.tracestate
             async with self._pool.session.request(
                 http.method,
                 url,
@@ -163,10 +163,10 @@ class HttpProxy:
                 timeout=timeout,
             ) as reply:
                 if span is not None:
-                    span.set_attribute("http.response.status_code", reply.status)
+                    span.attributes["http.response.status_code"] = reply.status
                     if reply.status >= 500:
-                        span.set_status(StatusCode.ERROR)
-                        span.set_attribute("error.type", str(reply.status))
+                        span.set_error()
+                        span.attributes["error.type"] = str(reply.status)
                 response = await self._relay(reply, http.method)
                 return response, reply.status >= 500
         except TimeoutError:
@@ -203,7 +203,7 @@ class HttpProxy:
         }
         if url.port is not None:
             attributes["server.port"] = url.port
-        return tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        return tracer.start(method, CLIENT, attributes)
 
     async def _relay(self, reply: aiohttp.ClientResponse, method: str) -> Response:
         status = reply.status
@@ -274,8 +274,8 @@ class HttpProxy:
 
 def _span_error(span: Span | None, error: str) -> None:
     if span is not None:
-        span.set_status(StatusCode.ERROR, error)
-        span.set_attribute("error.type", error)
+        span.set_error(error)
+        span.attributes["error.type"] = error
 
 
 def _with_trace(
