@@ -3,7 +3,7 @@ exception a step raises to answer it with a problem instead."""
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -14,6 +14,7 @@ from contracts.envelope import new_id
 from ingress.forwarded import TrustedProxies
 
 # No dots: the id becomes one token of a NATS subject.
+_random_bits = random.getrandbits  # trace ids are not secrets; see contracts.envelope.new_id
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -74,7 +75,7 @@ def read_head(
     if correlation is None or not _CORRELATION_ID.match(correlation) or correlation in pending:
         correlation = new_id()
     if traceparent is None or not _TRACEPARENT.match(traceparent):
-        traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+        traceparent = f"00-{_random_bits(128) or 1:032x}-{_random_bits(64) or 1:016x}-01"
         tracestate = None
     raw_path = scope.get("raw_path")
     client = scope.get("client")
