@@ -29,6 +29,7 @@ from contracts.envelope import (
     now_ms,
 )
 from ingress.admission import Admission
+from ingress.async_requests import AsyncRequests
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
 from ingress.forwarded import TrustedProxies
 from ingress.policies import PolicyState, RequestContext, TierResolver
@@ -95,6 +96,18 @@ class IngressApp:
             if shared is not None
             else MemoryCacheStore(config.ingress.cache_max_bytes)
         )
+        self.async_requests: AsyncRequests | None = None
+        self._async(config)
+
+    def _async(self, config: Config) -> None:
+        """Async requests and idempotency keys (ingress/async_requests.py), when used."""
+        if self.async_requests is not None:
+            self.async_requests.reload(config)
+        elif config.uses_async() or config.idempotency.enabled:
+            shared = self.policy_state.shared
+            self.async_requests = AsyncRequests(
+                config, self.bus, self.codec, shared.redis if shared else None, self._request
+            )
 
     def _table(self, config: Config) -> RouteTable:
         return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
@@ -112,9 +125,12 @@ class IngressApp:
         ):
             self.admission = admission  # requests in flight leave the one they entered
         self.telemetry.reload(config)
+        self._async(config)
 
     async def aclose(self) -> None:
         await self.websockets.aclose()
+        if self.async_requests is not None:
+            await self.async_requests.aclose()
         await self.policy_state.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,6 +205,12 @@ class IngressApp:
         request carry its route's CORS and security headers."""
         if head.method == "OPTIONS" and self.table.cors and await self._preflight(head, send):
             return
+        deferred = self.async_requests
+        if deferred is not None and head.path.startswith(deferred.results_prefix):
+            security = self.table.security
+            own = security.own(head.scheme) if security is not None else []
+            await deferred.result(head, send, list(own))
+            return
         route, params = self._route(head)
         if route.cors is None and route.security is None:
             await self._forward(route, params, head, receive, send, [])
@@ -259,6 +281,9 @@ class IngressApp:
             head.principal = head.tls_subject
         body = await self._body(route, head, receive)
         envelope = self._envelope(route, params, head, body, principal)
+        deferred = self.async_requests
+        if deferred is not None and await deferred.serve(route, envelope, head, send, extra, rules):
+            return
         options = route.route.cache
         cache_key: CacheKey | None = None
         request: dict[str, str] = {}

@@ -282,7 +282,6 @@ class NatsBus(Bus, Streams):
 
     # ------------------------------------------------------------------ durable streams
 
-
     async def ensure_stream(self, topic: str, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> str:
         """Create the stream that stores `topic` if missing; its name."""
         name = stream_name(topic)
