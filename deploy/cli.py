@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check":
         config = load_config(args.file)
+        _check_event_schemas(config, args.file)
         upstream_routes = sum(isinstance(r.to, UpstreamTarget) for r in config.routes)
         print(
             f"{args.file}: ok — {len(config.routes)} route(s) ({upstream_routes} to upstreams), "
@@ -148,6 +149,18 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         telemetry.shutdown()
     return 0
+
+
+def _check_event_schemas(config: Config, source: str) -> None:
+    """The event types' schema files are read at start: `check` reads them too."""
+    if not config.events.types:
+        return
+    from contracts.events import EventRegistry, RegistryError
+
+    try:
+        EventRegistry.load(config.events)
+    except RegistryError as exc:
+        raise ConfigError(source, exc.problems) from None
 
 
 def _worker_spec(

@@ -31,8 +31,9 @@ from contracts.envelope import (
 from ingress.admission import Admission
 from ingress.async_requests import AsyncRequests
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
+from ingress.events import EventIntake
 from ingress.forwarded import TrustedProxies
-from ingress.policies import PolicyState, RequestContext, TierResolver
+from ingress.policies import EdgePolicy, PolicyState, RequestContext, TierResolver
 from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
@@ -98,6 +99,22 @@ class IngressApp:
         )
         self.async_requests: AsyncRequests | None = None
         self._async(config)
+        self.events = self._events(config)
+
+    def _events(self, config: Config) -> EventIntake | None:
+        """Event intake (ingress/events.py) when the config accepts event types; a schema
+        that cannot be used stops the node with a ConfigError naming it."""
+        if not config.events.types:
+            return None
+        from contracts.config import ConfigError
+        from contracts.events import EventRegistry, RegistryError
+
+        try:
+            registry = EventRegistry.load(config.events)
+        except RegistryError as exc:
+            raise ConfigError("events", exc.problems) from None
+        policies = self.policy_state.build(config, [*config.policies, *config.events.policies])
+        return EventIntake(config, self.bus, self.codec, registry, policies)
 
     def _async(self, config: Config) -> None:
         """Async requests and idempotency keys (ingress/async_requests.py), when used."""
@@ -126,6 +143,7 @@ class IngressApp:
             self.admission = admission  # requests in flight leave the one they entered
         self.telemetry.reload(config)
         self._async(config)
+        self.events = self._events(config)
 
     async def aclose(self) -> None:
         await self.websockets.aclose()
@@ -204,6 +222,10 @@ class IngressApp:
         """Answer a CORS preflight, or route and forward. The problems of a routed
         request carry its route's CORS and security headers."""
         if head.method == "OPTIONS" and self.table.cors and await self._preflight(head, send):
+            return
+        intake = self.events
+        if intake is not None and head.path.startswith(intake.prefix):
+            await self._event(intake, head, receive, send)
             return
         deferred = self.async_requests
         if deferred is not None and head.path.startswith(deferred.results_prefix):
@@ -337,15 +359,32 @@ class IngressApp:
             )
         raise Refused(404, "no-route", "No route", f"no route matches {head.method} {head.path}")
 
+    async def _event(
+        self, intake: EventIntake, head: RequestHead, receive: Receive, send: Send
+    ) -> None:
+        """`POST <events.path>/<type>`: the intake's policies, the body, the intake."""
+        head.route = "events"
+        headers, principal = await self._run_policies("events", intake.policies, head)
+        body = await self._limited_body(receive, head, intake.max_body_bytes, "event intake")
+        security = self.table.security
+        if security is not None:
+            headers.extend(security.own(head.scheme))
+        await intake.accept(head, body, principal, send, headers)
+
     async def _policies(
         self, route: CompiledRoute, head: RequestHead
     ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
-        """Run the route's policies in order; the first rejection ends the run. The
+        return await self._run_policies(route.name, route.policies, head)
+
+    async def _run_policies(
+        self, name: str, policies: tuple[EdgePolicy, ...], head: RequestHead
+    ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
+        """Run the policies in order; the first rejection ends the run. The
         headers of every policy that ran go on the response either way. Returns them
         with the principal an authentication policy established, if any."""
         client_ip = head.client_ip
         context = RequestContext(
-            route.name,
+            name,
             head.method,
             head.path,
             head.headers,
@@ -353,7 +392,7 @@ class IngressApp:
             self.tiers(None, head.headers, client_ip),
         )
         merged: list[tuple[bytes, bytes]] = []
-        for policy in route.policies:
+        for policy in policies:
             verdict = await policy(context)
             if verdict.rejection is not None:
                 self.stats.rejected += 1
@@ -364,7 +403,11 @@ class IngressApp:
         return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:
-        limit = route.max_body_bytes
+        return await self._limited_body(receive, head, route.max_body_bytes, f"route {route.name}")
+
+    async def _limited_body(
+        self, receive: Receive, head: RequestHead, limit: int, what: str
+    ) -> bytes:
         declared = head.content_length
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -376,7 +419,7 @@ class IngressApp:
                 413,
                 "body-too-large",
                 "Request body too large",
-                f"route {route.name} accepts at most {limit} bytes",
+                f"{what} accepts at most {limit} bytes",
             ) from None
         if body and self.max_json_depth:
             check_json_depth(body, head.headers, self.max_json_depth)
