@@ -1,7 +1,7 @@
 """Async requests and events as a user runs them: `relaygate ingress`, `worker echo` and
-`worker async` as subprocesses. What got a 202 survives a SIGKILL and restart of the
-NATS server (JetStream on disk) or of the async runner on Kafka: every request gets its
-result, every event is in the stream once."""
+`worker async` as subprocesses (and `relaygate up`). What got a 202 survives a SIGKILL
+and restart of the NATS server (JetStream on disk) or of the async runner on Kafka: every
+request gets its result, every event is in the stream once."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ import httpx
 import orjson
 import pytest
 
-from contracts.bus import Bus, create_bus
+from contracts.bus import create_bus
 from contracts.bus.nats import NatsBus, stream_name
-from contracts.bus.streams import Delivered, durable
-from contracts.codec import EnvelopeCodec
 from contracts.topics import Topics
 from tests.support.gateway import (
     IngressNode,
     RelaygateRole,
+    running_up,
     stop_all,
     wait_until,
     write_config,
@@ -157,51 +156,16 @@ async def test_accepted_requests_and_events_survive_a_nats_kill(tmp_path: Path) 
 
 
 @pytest.mark.nats
-async def test_duplicate_event_reaches_a_durable_consumer_once(
-    tmp_path: Path, nats_server: NatsServer
-) -> None:
-    prefix = "d" + uuid.uuid4().hex[:6]
-    roles = Roles(tmp_path, {"bus": {"url": nats_server.url, "prefix": prefix}, "events": EVENTS})
-    bus: Bus = create_bus(nats_server.url, node_id="reader", topics=Topics(prefix))
-    await bus.connect()
-    seen: list[str] = []
-    codec = EnvelopeCodec()
-
-    async def take(message: Delivered) -> None:
-        seen.append(codec.decode(message.data).id)
-
-    consumer = await durable(bus).consume(bus.topics.events(), "reader", take)
-    try:
-        node = roles.ingress("ingress")
-        binary = {
-            "ce-id": "same",
-            "ce-source": "/shop",
-            "ce-type": "order.created",
-            "ce-specversion": "1.0",
-            "content-type": "application/json",
-        }
-        async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-            for _ in range(3):
-                answer = await client.post(
-                    "/events/order.created", content=orjson.dumps(ORDER), headers=binary
-                )
-                assert answer.status_code == 202
-            structured = await client.post(
-                "/events/order.created",
-                content=_event(7),
-                headers={"content-type": "application/cloudevents+json"},
-            )
-            assert structured.status_code == 202
-        for _ in range(200):  # the consumer runs on this loop: wait without blocking it
-            if len(seen) >= 2:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        assert sorted(seen) == ["ev-7", "same"]
-    finally:
-        await consumer.delete()
-        await bus.close()
-        stop_all(roles.started)
+def test_relaygate_up_starts_the_async_runner_for_async_routes(tmp_path: Path) -> None:
+    config = {"routes": ROUTES, "workers": [{"type": "echo"}]}
+    with running_up(tmp_path, "up", config) as gateway:
+        assert "worker   async x1" in gateway.log()
+        accepted = httpx.post(f"{gateway.url}/jobs/x", content=b"via-up", timeout=10)
+        assert accepted.status_code == 202
+        location = accepted.headers["location"]
+        result = httpx.get(gateway.url + location, headers={"prefer": "wait=10"}, timeout=15)
+        assert result.status_code == 200
+        assert result.json()["body"] == "via-up"
 
 
 @pytest.mark.kafka
