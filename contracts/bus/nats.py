@@ -325,9 +325,8 @@ class NatsBus(Bus, Streams):
         msg_id: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        stream = await self.ensure_stream(topic)
+        await self.ensure_stream(topic)
         all_headers = {**headers, "Nats-Msg-Id": msg_id} if headers else {"Nats-Msg-Id": msg_id}
-        all_headers["Nats-Expected-Stream"] = stream
         # The broker's ack comes to this node's reply inbox, like a reply: one timer and
         # one future, cheaper than nats-py's JetStream publish (event intake's hot path).
         if self._inbox is None:
