@@ -261,3 +261,28 @@ async def test_results_and_keys_in_redis_when_state_url_is_set(
         await app.aclose()
         await ingress_bus.close()
         await worker_bus.close()
+
+
+def test_async_on_kafka_without_redis_is_refused_at_config_check(tmp_path: Any) -> None:
+    from contracts.config import ConfigError, load_config
+
+    path = tmp_path / "kafka.yaml"
+    path.write_text(
+        "bus: {url: 'kafka://127.0.0.1:9092'}\n"
+        "idempotency: {enabled: true}\n"
+        "routes:\n"
+        "  - name: r\n"
+        "    when: {path: /r}\n"
+        "    to: {type: worker, topic: r}\n"
+        "    mode: async\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "routes[0].mode: async requests on a Kafka bus need state.url (Redis) to keep their "
+        "results (line 7)",
+        "idempotency.enabled: idempotency keys on a Kafka bus need state.url (Redis) to be "
+        "shared by every ingress node (line 2)",
+    ]
+    path.write_text(path.read_text() + "state: {url: 'redis://127.0.0.1:6379/0'}\n")
+    assert [w.type for w in load_config(path).effective_workers()] == ["async"]
