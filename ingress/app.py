@@ -130,6 +130,7 @@ class IngressApp:
         return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
 
     def reload(self, config: Config) -> None:
+        events = self._events(config)  # first: a schema that fails leaves all as it was
         self.tiers = TierResolver(config)
         self.table = self._table(config)
         self.retry_after = str(config.ingress.retry_after_s).encode()
@@ -143,7 +144,7 @@ class IngressApp:
             self.admission = admission  # requests in flight leave the one they entered
         self.telemetry.reload(config)
         self._async(config)
-        self.events = self._events(config)
+        self.events = events
 
     async def aclose(self) -> None:
         await self.websockets.aclose()

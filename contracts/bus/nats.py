@@ -217,7 +217,9 @@ class NatsBus(Bus, Streams):
                 log.warning("nats: drain failed (%s); closing", exc)
             finally:
                 if not nc.is_closed:
-                    await nc.close()
+                    # Flushing to a server that died mid-write fails: closed all the same.
+                    with contextlib.suppress(ConnectionError):
+                        await nc.close()
         self.pending.fail_all(NotConnected("bus closed"))
         self._inbox = None
 

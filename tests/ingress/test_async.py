@@ -286,3 +286,42 @@ def test_async_on_kafka_without_redis_is_refused_at_config_check(tmp_path: Any) 
     ]
     path.write_text(path.read_text() + "state: {url: 'redis://127.0.0.1:6379/0'}\n")
     assert [w.type for w in load_config(path).effective_workers()] == ["async"]
+
+
+@pytest.mark.slow
+async def test_nothing_is_accepted_while_the_bus_is_down(tmp_path: Any) -> None:
+    """No 202 without the broker's ack: with NATS gone, async requests and events get a
+    503 problem with Retry-After (after the 5 s ack timeout)."""
+    nats = NatsServer(tmp_path).start()
+    prefix = "t" + new_id()[:8]
+    config = _config(prefix, {"events": {"types": {"ping": {"json_schema": {}}}}})
+    bus = await _bus(nats.url, prefix, "ingress-down")
+    app = IngressApp(config, bus)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw.test", timeout=30
+        ) as client:
+            assert (await client.post("/jobs/up", content=b"x")).status_code == 202
+            nats.kill()
+            refused = await client.post("/jobs/down", content=b"x")
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["type"].endswith("-unavailable")
+            event = await client.post(
+                "/events/ping",
+                content=b"{}",
+                headers={
+                    "ce-id": "1",
+                    "ce-source": "/t",
+                    "ce-type": "ping",
+                    "ce-specversion": "1.0",
+                    "content-type": "application/json",
+                },
+            )
+            assert event.status_code == 503, event.text
+            assert event.json()["type"].endswith("/bus-unavailable")
+    finally:
+        await app.aclose()
+        await bus.close()
+        nats.stop()
