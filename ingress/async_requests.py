@@ -195,12 +195,7 @@ class AsyncRequests:
         owner = envelope.principal.subject if envelope.principal is not None else None
         try:
             await results.create(async_id, Answer("pending", now_ms(), owner=owner).encode())
-            await durable(self.bus).publish_durable(
-                self.topic,
-                self.codec.encode(envelope),
-                msg_id=async_id,
-                headers={TOPIC_HEADER: route.topic, TIMEOUT_HEADER: str(route.timeout_ms)},
-            )
+            await self._publish(route, envelope, results)
         except PayloadTooLarge as exc:
             raise Refused(
                 413, "body-too-large", "Request body too large", f"above the bus limit: {exc}"
@@ -235,6 +230,21 @@ class AsyncRequests:
             headers.append(("preference-applied", "respond-async"))
         body = orjson.dumps({"id": async_id, "status": "pending", "location": location})
         return Answer("done", now_ms(), 202, headers, body)
+
+    async def _publish(self, route: CompiledRoute, envelope: Envelope, results: Bucket) -> None:
+        """Store the request on the stream; if that fails, forget its pending record (the
+        client never learns the id) and let the caller say why."""
+        try:
+            await durable(self.bus).publish_durable(
+                self.topic,
+                self.codec.encode(envelope),
+                msg_id=envelope.id,
+                headers={TOPIC_HEADER: route.topic, TIMEOUT_HEADER: str(route.timeout_ms)},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(results.delete(envelope.id), 1.0)
+            raise
 
     async def _idempotent(
         self,
