@@ -103,6 +103,21 @@ async def gateway(
     await worker_bus.close()
 
 
+async def test_results_and_keys_expire_with_their_ttl_in_jetstream(gateway: Gateway) -> None:
+    from contracts.bus.nats import NatsBus
+
+    await gateway.client.post("/jobs/ttl", content=b"t", headers={"idempotency-key": "t"})
+    bus = gateway.app.bus
+    assert isinstance(bus, NatsBus)
+    js = bus.jetstream()
+    prefix = gateway.config.bus.prefix
+    results = await js.stream_info(f"KV_{prefix}_async_results")
+    keys = await js.stream_info(f"KV_{prefix}_idempotency")
+    assert results.config.max_age == 3600
+    assert keys.config.max_age == 86_400
+    assert str(results.config.storage) in ("file", "StorageType.FILE")
+
+
 async def test_async_route_answers_202_with_location_then_the_result(gateway: Gateway) -> None:
     accepted = await gateway.client.post("/jobs/a?x=1", content=b"payload")
     assert accepted.status_code == 202, accepted.text
@@ -256,6 +271,9 @@ async def test_results_and_keys_in_redis_when_state_url_is_set(
             again = await client.post("/count", content=b"z", headers=headers)
             assert again.headers["location"] == accepted.headers["location"]
             assert runs == [b"z"]
+            keys = [k async for k in redis.scan_iter(f"{prefix}:idempotency:*")]
+            assert len(keys) == 1
+            assert 3_500_000 < await redis.pttl(keys[0]) <= 86_400_000
     finally:
         await runner.stop()
         await app.aclose()
