@@ -17,6 +17,8 @@ import pytest
 
 from contracts.bus import create_bus
 from contracts.bus.nats import NatsBus, stream_name
+from contracts.bus.streams import Delivered, durable
+from contracts.codec import EnvelopeCodec
 from contracts.topics import Topics
 from tests.support.gateway import (
     IngressNode,
@@ -182,6 +184,7 @@ async def test_async_requests_survive_a_runner_restart_on_kafka(
             "routes": ROUTES,
             "async_requests": {"max_wait_s": 30, "max_attempts": 20},
             "idempotency": {"enabled": True},
+            "events": EVENTS,
         },
     )
     try:
@@ -211,5 +214,31 @@ async def test_async_requests_survive_a_runner_restart_on_kafka(
             answers = await _results(client, [a.headers["location"] for a in accepted])
             assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
             assert [a.json()["body"] for a in answers] == [f"job-{i}" for i in range(10)]
+            for i in range(5):
+                event = await client.post(
+                    "/events/order.created",
+                    content=_event(i),
+                    headers={"content-type": "application/cloudevents+json"},
+                )
+                assert event.status_code == 202, event.text
+        # Acknowledged by Kafka before the 202: a consumer that starts now reads them all.
+        bus = create_bus(kafka_url, node_id="reader", topics=Topics(prefix))
+        await bus.connect()
+        seen: list[str] = []
+        codec = EnvelopeCodec()
+
+        async def take(message: Delivered) -> None:
+            seen.append(codec.decode(message.data).id)
+
+        consumer = await durable(bus).consume(bus.topics.events(), "reader", take)
+        try:
+            for _ in range(300):
+                if len(seen) >= 5:
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(seen) == [f"ev-{i}" for i in range(5)]
+        finally:
+            await consumer.delete()
+            await bus.close()
     finally:
         stop_all(list(reversed(roles.started)))
