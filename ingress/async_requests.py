@@ -61,7 +61,8 @@ def preferences(head: RequestHead) -> tuple[bool, str | None, float | None]:
     for name, value in head.headers:
         if name == "prefer":
             for token in value.split(","):
-                pref, _, arg = token.strip().partition("=")
+                # `name[=value] *(; parameter)`: parameters mean nothing to us.
+                pref, _, arg = token.partition(";")[0].strip().partition("=")
                 pref = pref.strip().lower()
                 if pref == "respond-async":
                     respond_async = True

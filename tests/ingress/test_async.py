@@ -343,3 +343,22 @@ async def test_nothing_is_accepted_while_the_bus_is_down(tmp_path: Any) -> None:
         await app.aclose()
         await bus.close()
         nats.stop()
+
+
+def test_prefer_and_idempotency_key_are_read_as_rfc_7240_and_the_draft_write_them() -> None:
+    from contracts.bus.pending import PendingReplies
+    from ingress.async_requests import preferences
+    from ingress.request import read_head
+
+    def head(*headers: tuple[bytes, bytes]) -> Any:
+        scope = {"method": "POST", "path": "/x", "query_string": b"", "headers": list(headers)}
+        return read_head(scope, PendingReplies(10))
+
+    assert preferences(head((b"prefer", b"respond-async; x=1, wait=5"))) == (True, None, 5.0)
+    assert preferences(head((b"prefer", b"handling=lenient"), (b"prefer", b'wait="7"'))) == (
+        False,
+        None,
+        7.0,
+    )
+    assert preferences(head((b"idempotency-key", b'"abc-1"'))) == (False, "abc-1", None)
+    assert preferences(head((b"prefer", b"wait=soon"))) == (False, None, None)
