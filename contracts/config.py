@@ -1401,6 +1401,11 @@ class AsyncRequestsConfig(_Model):
     max_body_bytes: int = Field(
         10 * MiB, ge=0, description="A result body above this is stored as a 502 problem."
     )
+    policies: list[Policy] = Field(
+        default_factory=list,
+        description="Run on GET <results_path>/<id> after the global ones. A result of an "
+        "authenticated request is served only to the same principal: authenticate here.",
+    )
 
 
 class IdempotencyConfig(_Model):
@@ -1529,7 +1534,16 @@ class Config(BaseSettings):
     @model_validator(mode="after")
     def _references(self) -> Config:
         data = self.model_dump(
-            include={"routes", "upstreams", "policies", "tiers", "caller", "docs", "events"}
+            include={
+                "routes",
+                "upstreams",
+                "policies",
+                "tiers",
+                "caller",
+                "docs",
+                "events",
+                "async_requests",
+            }
         )
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
@@ -1676,9 +1690,12 @@ def _policy_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     docs = data.get("docs")
     if isinstance(docs, dict):
         places += [(f"docs.auth[{i}]", p) for i, p in enumerate(docs.get("auth") or [])]
-    events = data.get("events")
-    if isinstance(events, dict):
-        places += [(f"events.policies[{i}]", p) for i, p in enumerate(events.get("policies") or [])]
+    for section in ("events", "async_requests"):
+        options = data.get(section)
+        if isinstance(options, dict):
+            places += [
+                (f"{section}.policies[{i}]", p) for i, p in enumerate(options.get("policies") or [])
+            ]
     return places
 
 

@@ -125,6 +125,10 @@ class IngressApp:
             self.async_requests = AsyncRequests(
                 config, self.bus, self.codec, shared.redis if shared else None, self._request
             )
+        if self.async_requests is not None:
+            self.async_requests.policies = self.policy_state.build(
+                config, [*config.policies, *config.async_requests.policies]
+            )
 
     def _table(self, config: Config) -> RouteTable:
         return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
@@ -230,9 +234,12 @@ class IngressApp:
             return
         deferred = self.async_requests
         if deferred is not None and head.path.startswith(deferred.results_prefix):
+            head.route = "results"
+            extra, principal = await self._run_policies("results", deferred.policies, head)
             security = self.table.security
-            own = security.own(head.scheme) if security is not None else []
-            await deferred.result(head, send, list(own))
+            if security is not None:
+                extra.extend(security.own(head.scheme))
+            await deferred.result(head, send, extra, principal)
             return
         route, params = self._route(head)
         if route.cors is None and route.security is None:

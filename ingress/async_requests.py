@@ -38,8 +38,9 @@ from contracts.bus.errors import TopicUnavailable
 from contracts.bus.streams import durable
 from contracts.codec import EnvelopeCodec
 from contracts.config import Config
-from contracts.envelope import Envelope, now_ms
+from contracts.envelope import Envelope, Principal, now_ms
 from contracts.keyvalue import Bucket
+from ingress.policies import EdgePolicy
 from ingress.request import Refused, RequestHead
 from ingress.responses import Headers, Send, UpstreamRules, send_reply
 from ingress.routes import CompiledRoute
@@ -98,6 +99,7 @@ class AsyncRequests:
         self._opening = asyncio.Lock()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._notices: Subscription | None = None
+        self.policies: tuple[EdgePolicy, ...] = ()  # of the results path, set by the app
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -310,8 +312,11 @@ class AsyncRequests:
 
     # ------------------------------------------------------------------ results
 
-    async def result(self, head: RequestHead, send: Send, extra: Headers) -> None:
-        """`GET <results_path>/<id>`: the stored answer, 202 while pending, else 404."""
+    async def result(
+        self, head: RequestHead, send: Send, extra: Headers, principal: Principal | None
+    ) -> None:
+        """`GET <results_path>/<id>`: the stored answer, 202 while pending, else 404. A
+        result of an authenticated request is another principal's business: 404."""
         if head.method not in ("GET", "HEAD"):
             raise Refused(
                 405,
@@ -325,11 +330,11 @@ class AsyncRequests:
             raise _unknown(async_id)
         results, _ = await self._open()
         answer = await _load(results, async_id)
-        if answer is not None and not answer.done:
+        if answer is not None and _readable(answer, principal) and not answer.done:
             _, _, wait = preferences(head)
             if wait:
                 answer = await self._wait(results, async_id, min(wait, self.max_wait_s))
-        if answer is None:
+        if answer is None or not _readable(answer, principal):
             raise _unknown(async_id)
         if answer.done:
             await send_reply(
@@ -382,6 +387,12 @@ class AsyncRequests:
             for woken in waiters:
                 if not woken.done():
                     woken.set_result(None)
+
+
+def _readable(answer: Answer, principal: Principal | None) -> bool:
+    """Who may read a result: anyone holding the id, unless its request was authenticated;
+    then only that principal."""
+    return answer.owner is None or (principal is not None and principal.subject == answer.owner)
 
 
 def _fingerprint(envelope: Envelope) -> str:

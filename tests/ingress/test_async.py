@@ -362,3 +362,66 @@ def test_prefer_and_idempotency_key_are_read_as_rfc_7240_and_the_draft_write_the
     )
     assert preferences(head((b"idempotency-key", b'"abc-1"'))) == (False, "abc-1", None)
     assert preferences(head((b"prefer", b"wait=soon"))) == (False, None, None)
+
+
+async def test_a_result_of_an_authenticated_request_is_only_its_principals(
+    nats_server: NatsServer,
+) -> None:
+    import base64
+
+    import jwt
+
+    secret = b"s" * 32
+    prefix = "t" + new_id()[:8]
+    config = Config(
+        bus={"prefix": prefix},
+        issuers={
+            "test": {
+                "issuer": "https://issuer.test/",
+                "audience": ["gw"],
+                "algorithms": ["HS256"],
+                "keys": [{"jwk": {"kty": "oct", "k": base64.urlsafe_b64encode(secret).decode()}}],
+            }
+        },
+        routes=[
+            {
+                "name": "jobs",
+                "when": {"path": "/jobs"},
+                "to": {"type": "worker", "topic": "echo"},
+                "mode": "async",
+                "policies": [{"type": "jwt"}],
+            }
+        ],
+        async_requests={"policies": [{"type": "jwt", "optional": True}]},
+    )
+
+    def token(subject: str) -> dict[str, str]:
+        claims = {"iss": "https://issuer.test/", "aud": "gw", "sub": subject, "exp": 2**31}
+        return {"authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
+    ingress_bus = await _bus(nats_server.url, prefix, "ingress-o")
+    worker_bus = await _bus(nats_server.url, prefix, "worker-o")
+    worker = Worker("echo")
+    worker.handler(echo)
+    await worker.serve(worker_bus)
+    app = IngressApp(config, ingress_bus)
+    runner = AsyncRunner(config, worker_bus, await open_results(config, worker_bus, None))
+    await runner.start()
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            assert (await client.post("/jobs", content=b"x")).status_code == 401
+            accepted = await client.post("/jobs", content=b"mine", headers=token("alice"))
+            assert accepted.status_code == 202
+            location = accepted.headers["location"]
+            wait = {"prefer": "wait=5"}
+            mine = await client.get(location, headers={**wait, **token("alice")})
+            assert mine.status_code == 200
+            assert mine.json()["principal"] == "alice"
+            assert (await client.get(location, headers=token("bob"))).status_code == 404
+            assert (await client.get(location)).status_code == 404
+    finally:
+        await runner.stop()
+        await app.aclose()
+        await ingress_bus.close()
+        await worker_bus.close()
