@@ -18,7 +18,7 @@ from contracts.bus import (
     RequestTimeout,
 )
 from contracts.codec import CodecError, EnvelopeCodec
-from contracts.config import Config
+from contracts.config import Config, ConfigError
 from contracts.envelope import (
     REQUEST,
     Envelope,
@@ -28,6 +28,7 @@ from contracts.envelope import (
     new_id,
     now_ms,
 )
+from contracts.events import EventRegistry, RegistryError
 from ingress.admission import Admission
 from ingress.async_requests import AsyncRequests
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
@@ -106,9 +107,6 @@ class IngressApp:
         that cannot be used stops the node with a ConfigError naming it."""
         if not config.events.types:
             return None
-        from contracts.config import ConfigError
-        from contracts.events import EventRegistry, RegistryError
-
         try:
             registry = EventRegistry.load(config.events)
         except RegistryError as exc:
