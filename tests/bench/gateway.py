@@ -2,7 +2,8 @@
 the echo worker (row c; row r: with a Redis rate limit; row s: with a JWT and an API
 key checked) and the routing worker (row d; row h: the same route with the response
 cache on, every request after the first a hit), from a config written here.
-On NATS also rows (n), (c) without the access log, and (t), (c) with tracing on."""
+On NATS also rows (n), (c) without the access log, (t), (c) with tracing on, and (e),
+durable event intake (tests/bench/events.py; the nats-server runs with JetStream)."""
 
 from __future__ import annotations
 
