@@ -975,6 +975,11 @@ class Route(_Model):
     websocket: WebSocketOptions | None = Field(
         None, description="Set to accept WebSockets at /ws/<name>; unset: HTTP only."
     )
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="async: the request is stored on the bus and answered 202 Accepted with "
+        "a Location to fetch the result from (docs/async-and-events.md).",
+    )
 
     @model_validator(mode="after")
     def _websocket_target(self) -> Route:
@@ -1239,7 +1244,16 @@ class ModuleWorker(_Model):
     replicas: int = Field(1, ge=1, le=64)
 
 
-WorkerSpec = Annotated[EchoWorker | RoutingWorker | ModuleWorker, Field(discriminator="type")]
+class AsyncWorker(_Model):
+    """The async runner: runs stored async requests through their routes' workers."""
+
+    type: Literal["async"]
+    replicas: int = Field(1, ge=1, le=64)
+
+
+WorkerSpec = Annotated[
+    EchoWorker | RoutingWorker | ModuleWorker | AsyncWorker, Field(discriminator="type")
+]
 
 
 DocsAuthPolicy = Annotated[
@@ -1375,6 +1389,105 @@ class BridgeConfig(_Model):
         return networks
 
 
+class AsyncRequestsConfig(_Model):
+    """Asynchronous requests: stored durably on the bus, answered 202 with a Location,
+    run by the async runner (`relaygate worker async`), results kept for a while."""
+
+    honor_prefer: bool = Field(
+        False,
+        description="`Prefer: respond-async` turns a request on any route asynchronous; "
+        "false: the preference is ignored (RFC 7240 allows it).",
+    )
+    results_path: str = Field(
+        "/results",
+        pattern=r"^/[A-Za-z0-9._~-]+$",
+        description="Results are served at <results_path>/<id> on the data plane.",
+    )
+    result_ttl_s: float = Field(
+        3600.0, gt=0, le=30 * 86_400, description="How long a result (and an id) is kept."
+    )
+    max_wait_s: float = Field(
+        60.0, ge=0, le=600, description="Cap of `Prefer: wait=N` on a result."
+    )
+    retry_after_s: int = Field(
+        1, ge=1, description="Retry-After of a 202 while the result is pending."
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Runs of a request whose worker did not answer (none listening, "
+        "timeout) before its result becomes that 503/504.",
+    )
+    concurrency: int = Field(64, ge=1, le=4096, description="Requests each runner runs at once.")
+    max_body_bytes: int = Field(
+        10 * MiB, ge=0, description="A result body above this is stored as a 502 problem."
+    )
+    policies: list[Policy] = Field(
+        default_factory=list,
+        description="Run on GET <results_path>/<id> after the global ones. A result of an "
+        "authenticated request is served only to the same principal: authenticate here.",
+    )
+
+
+class IdempotencyConfig(_Model):
+    """`Idempotency-Key` on requests: the same key and request give the same answer
+    without running it twice; the same key with another request is refused (422)."""
+
+    enabled: bool = Field(False, description="Honour Idempotency-Key on every route.")
+    ttl_s: float = Field(
+        86_400.0, gt=0, le=30 * 86_400, description="How long a key and its answer are kept."
+    )
+    max_response_bytes: int = Field(
+        MiB, ge=0, description="A larger answer is sent but its key is released, not stored."
+    )
+
+
+class EventType(_Model):
+    """An event type accepted at `POST <events.path>/<type>`, with its payload schema."""
+
+    schema_file: Path | None = Field(
+        None,
+        description="JSON Schema (.json) or Avro (.avsc) of the event's data; a relative "
+        "path is looked up in the working directory, then in contracts/schemas/events/.",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="The JSON Schema inline, instead of schema_file."
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_schema(self) -> EventType:
+        if (self.schema_file is None) == (self.json_schema is None):
+            raise ValueError("give exactly one of schema_file and json_schema")
+        return self
+
+
+class EventsConfig(_Model):
+    """Event intake: CloudEvents over HTTP, validated, stored on `<prefix>.events`."""
+
+    path: str = Field(
+        "/events",
+        pattern=r"^/[A-Za-z0-9._~-]+$",
+        description="Events are posted to <path>/<type>.",
+    )
+    types: dict[str, EventType] = Field(
+        default_factory=dict, description="Accepted event types by name; empty: no intake."
+    )
+    policies: list[Policy] = Field(
+        default_factory=list, description="Run on every posted event (after the global ones)."
+    )
+    max_body_bytes: int = Field(MiB, ge=0, description="Largest event accepted.")
+
+    @field_validator("types")
+    @classmethod
+    def _names(cls, types: dict[str, EventType]) -> dict[str, EventType]:
+        for name in types:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"{name!r}: use letters, digits, '-', '_', and '.' between them")
+        return types
+
+
 class Config(BaseSettings):
     """The whole gateway configuration."""
 
@@ -1416,6 +1529,15 @@ class Config(BaseSettings):
     dashboard: DashboardConfig = Field(
         default_factory=DashboardConfig, description="The live dashboard on the admin port."
     )
+    async_requests: AsyncRequestsConfig = Field(
+        default_factory=AsyncRequestsConfig, description="Asynchronous (202) requests."
+    )
+    idempotency: IdempotencyConfig = Field(
+        default_factory=IdempotencyConfig, description="Idempotency-Key on requests."
+    )
+    events: EventsConfig = Field(
+        default_factory=EventsConfig, description="Event intake (CloudEvents over HTTP)."
+    )
     workers: list[WorkerSpec] = Field(
         default_factory=list,
         description="What `relaygate up` starts; a routing worker is added when upstream "
@@ -1437,7 +1559,16 @@ class Config(BaseSettings):
     @model_validator(mode="after")
     def _references(self) -> Config:
         data = self.model_dump(
-            include={"routes", "upstreams", "policies", "tiers", "caller", "docs"}
+            include={
+                "routes",
+                "upstreams",
+                "policies",
+                "tiers",
+                "caller",
+                "docs",
+                "events",
+                "async_requests",
+            }
         )
         problems = reference_problems(data["routes"], data["upstreams"])
         problems += tier_problems(data)
@@ -1453,16 +1584,48 @@ class Config(BaseSettings):
                 for where, policy in _policy_places(data)
                 if policy.get("type") == "oauth"
             ]
+        problems += self._state_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
-    def effective_workers(self) -> list[EchoWorker | RoutingWorker | ModuleWorker]:
-        """`workers`, plus a routing worker when upstream routes need one and none is listed."""
+    def uses_async(self) -> bool:
+        """Whether any request can become asynchronous (async routes, or Prefer honoured)."""
+        return self.async_requests.honor_prefer or any(r.mode == "async" for r in self.routes)
+
+    def _state_problems(self) -> list[str]:
+        """Async results and idempotency keys live in Redis, else in the bus's key-value
+        store: Kafka has none, so there they need state.url."""
+        bus = self.bus.url or ""
+        if not bus.startswith("kafka://") or self.state.url is not None:
+            return []
+        problems = [
+            f"routes[{i}].mode: async requests on a Kafka bus need state.url (Redis) to "
+            "keep their results"
+            for i, route in enumerate(self.routes)
+            if route.mode == "async"
+        ]
+        if self.async_requests.honor_prefer:
+            problems.append(
+                "async_requests.honor_prefer: async requests on a Kafka bus need state.url "
+                "(Redis) to keep their results"
+            )
+        if self.idempotency.enabled:
+            problems.append(
+                "idempotency.enabled: idempotency keys on a Kafka bus need state.url (Redis) "
+                "to be shared by every ingress node"
+            )
+        return problems
+
+    def effective_workers(self) -> list[EchoWorker | RoutingWorker | ModuleWorker | AsyncWorker]:
+        """`workers`, plus a routing worker when upstream routes need one and an async
+        runner when requests can be asynchronous, when none is listed."""
         workers = list(self.workers)
         needs_routing = any(isinstance(r.to, UpstreamTarget) for r in self.routes)
         if needs_routing and not any(isinstance(w, RoutingWorker) for w in workers):
             workers.append(RoutingWorker(type="routing"))
+        if self.uses_async() and not any(isinstance(w, AsyncWorker) for w in workers):
+            workers.append(AsyncWorker(type="async"))
         return workers
 
     def redacted(self) -> dict[str, Any]:
@@ -1552,6 +1715,12 @@ def _policy_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     docs = data.get("docs")
     if isinstance(docs, dict):
         places += [(f"docs.auth[{i}]", p) for i, p in enumerate(docs.get("auth") or [])]
+    for section in ("events", "async_requests"):
+        options = data.get(section)
+        if isinstance(options, dict):
+            places += [
+                (f"{section}.policies[{i}]", p) for i, p in enumerate(options.get("policies") or [])
+            ]
     return places
 
 

@@ -43,6 +43,14 @@ class Topics:
         """The durable event stream (`rg.evt.*` carries fire-and-forget notices)."""
         return f"{self.prefix}.events"
 
+    def async_requests(self) -> str:
+        """The durable stream of accepted async requests the async runner takes."""
+        return f"{self.prefix}.async"
+
+    def async_done(self) -> str:
+        """Notices that an async result was stored (every ingress node hears them)."""
+        return f"{self.prefix}.async.done"
+
     def webhooks(self, name: str) -> str:
         """The webhook bridge's own durable topics (replays, delivery log)."""
         return f"{self.prefix}.webhooks.{name}"

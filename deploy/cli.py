@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from contracts.config import (
+    AsyncWorker,
     Config,
     ConfigError,
     EchoWorker,
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     ingress.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     worker = sub.add_parser("worker", help="one worker process of a kind")
-    worker.add_argument("kind", choices=["echo", "routing", "module"])
+    worker.add_argument("kind", choices=["echo", "routing", "module", "async"])
     worker.add_argument("--config", "-c", required=True)
     worker.add_argument("--topic", action="append", help="echo: topic(s) to serve")
     worker.add_argument("--target", help="module: package.module:worker")
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check":
         config = load_config(args.file)
+        _check_event_schemas(config, args.file)
         upstream_routes = sum(isinstance(r.to, UpstreamTarget) for r in config.routes)
         print(
             f"{args.file}: ok — {len(config.routes)} route(s) ({upstream_routes} to upstreams), "
@@ -149,13 +151,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_event_schemas(config: Config, source: str) -> None:
+    """The event types' schema files are read at start: `check` reads them too."""
+    if not config.events.types:
+        return
+    from contracts.events import EventRegistry, RegistryError
+
+    try:
+        EventRegistry.load(config.events)
+    except RegistryError as exc:
+        raise ConfigError(source, exc.problems) from None
+
+
 def _worker_spec(
     config: Config, args: argparse.Namespace
-) -> EchoWorker | RoutingWorker | ModuleWorker:
+) -> EchoWorker | RoutingWorker | ModuleWorker | AsyncWorker:
     if args.kind == "echo":
         return EchoWorker(type="echo", topics=args.topic or ["echo"])
     if args.kind == "routing":
         return RoutingWorker(type="routing")
+    if args.kind == "async":
+        return AsyncWorker(type="async")
     if not args.target:
         raise SystemExit("relaygate worker module: --target package.module:worker is required")
     return ModuleWorker(type="module", target=args.target)

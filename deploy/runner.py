@@ -364,6 +364,8 @@ def _print_banner(config: Config, *, embedded: bool, demo: bool, store: Path | N
             what = ", ".join(topics.request(t) for t in spec.topics)
         elif isinstance(spec, RoutingWorker):
             what = "upstream routes"
+        elif spec.type == "async":
+            what = f"async requests on {topics.async_requests()}"
         else:
             what = spec.target
         lines.append(f"  worker   {spec.type} x{spec.replicas}  ({what})")

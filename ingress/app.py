@@ -18,7 +18,7 @@ from contracts.bus import (
     RequestTimeout,
 )
 from contracts.codec import CodecError, EnvelopeCodec
-from contracts.config import Config
+from contracts.config import Config, ConfigError
 from contracts.envelope import (
     REQUEST,
     Envelope,
@@ -28,10 +28,13 @@ from contracts.envelope import (
     new_id,
     now_ms,
 )
+from contracts.events import EventRegistry, RegistryError
 from ingress.admission import Admission
+from ingress.async_requests import AsyncRequests
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
+from ingress.events import EventIntake
 from ingress.forwarded import TrustedProxies
-from ingress.policies import PolicyState, RequestContext, TierResolver
+from ingress.policies import EdgePolicy, PolicyState, RequestContext, TierResolver
 from ingress.policies.security_headers import SecurityHeaders
 from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
@@ -95,11 +98,41 @@ class IngressApp:
             if shared is not None
             else MemoryCacheStore(config.ingress.cache_max_bytes)
         )
+        self.async_requests: AsyncRequests | None = None
+        self._async(config)
+        self.events = self._events(config)
+
+    def _events(self, config: Config) -> EventIntake | None:
+        """Event intake (ingress/events.py) when the config accepts event types; a schema
+        that cannot be used stops the node with a ConfigError naming it."""
+        if not config.events.types:
+            return None
+        try:
+            registry = EventRegistry.load(config.events)
+        except RegistryError as exc:
+            raise ConfigError("events", exc.problems) from None
+        policies = self.policy_state.build(config, [*config.policies, *config.events.policies])
+        return EventIntake(config, self.bus, self.codec, registry, policies)
+
+    def _async(self, config: Config) -> None:
+        """Async requests and idempotency keys (ingress/async_requests.py), when used."""
+        if self.async_requests is not None:
+            self.async_requests.reload(config)
+        elif config.uses_async() or config.idempotency.enabled:
+            shared = self.policy_state.shared
+            self.async_requests = AsyncRequests(
+                config, self.bus, self.codec, shared.redis if shared else None, self._request
+            )
+        if self.async_requests is not None:
+            self.async_requests.policies = self.policy_state.build(
+                config, [*config.policies, *config.async_requests.policies]
+            )
 
     def _table(self, config: Config) -> RouteTable:
         return RouteTable(config, lambda specs: self.policy_state.build(config, specs))
 
     def reload(self, config: Config) -> None:
+        events = self._events(config)  # first: a schema that fails leaves all as it was
         self.tiers = TierResolver(config)
         self.table = self._table(config)
         self.retry_after = str(config.ingress.retry_after_s).encode()
@@ -112,9 +145,13 @@ class IngressApp:
         ):
             self.admission = admission  # requests in flight leave the one they entered
         self.telemetry.reload(config)
+        self._async(config)
+        self.events = events
 
     async def aclose(self) -> None:
         await self.websockets.aclose()
+        if self.async_requests is not None:
+            await self.async_requests.aclose()
         await self.policy_state.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,6 +226,19 @@ class IngressApp:
         request carry its route's CORS and security headers."""
         if head.method == "OPTIONS" and self.table.cors and await self._preflight(head, send):
             return
+        intake = self.events
+        if intake is not None and head.path.startswith(intake.prefix):
+            await self._event(intake, head, receive, send)
+            return
+        deferred = self.async_requests
+        if deferred is not None and head.path.startswith(deferred.results_prefix):
+            head.route = "results"
+            extra, principal = await self._run_policies("results", deferred.policies, head)
+            security = self.table.security
+            if security is not None:
+                extra.extend(security.own(head.scheme))
+            await deferred.result(head, send, extra, principal)
+            return
         route, params = self._route(head)
         if route.cors is None and route.security is None:
             await self._forward(route, params, head, receive, send, [])
@@ -259,6 +309,9 @@ class IngressApp:
             head.principal = head.tls_subject
         body = await self._body(route, head, receive)
         envelope = self._envelope(route, params, head, body, principal)
+        deferred = self.async_requests
+        if deferred is not None and await deferred.serve(route, envelope, head, send, extra, rules):
+            return
         options = route.route.cache
         cache_key: CacheKey | None = None
         request: dict[str, str] = {}
@@ -327,15 +380,32 @@ class IngressApp:
             params=params,
         )
 
+    async def _event(
+        self, intake: EventIntake, head: RequestHead, receive: Receive, send: Send
+    ) -> None:
+        """`POST <events.path>/<type>`: the intake's policies, the body, the intake."""
+        head.route = "events"
+        headers, principal = await self._run_policies("events", intake.policies, head)
+        body = await self._limited_body(receive, head, intake.max_body_bytes, "event intake")
+        security = self.table.security
+        if security is not None:
+            headers.extend(security.own(head.scheme))
+        await intake.accept(head, body, principal, send, headers)
+
     async def run_policies(
         self, route: CompiledRoute, head: RequestHead
     ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
-        """Run the route's policies in order; the first rejection ends the run. The
+        return await self._run_policies(route.name, route.policies, head)
+
+    async def _run_policies(
+        self, name: str, policies: tuple[EdgePolicy, ...], head: RequestHead
+    ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
+        """Run the policies in order; the first rejection ends the run. The
         headers of every policy that ran go on the response either way. Returns them
         with the principal an authentication policy established, if any."""
         client_ip = head.client_ip
         context = RequestContext(
-            route.name,
+            name,
             head.method,
             head.path,
             head.headers,
@@ -343,7 +413,7 @@ class IngressApp:
             self.tiers(None, head.headers, client_ip),
         )
         merged: list[tuple[bytes, bytes]] = []
-        for policy in route.policies:
+        for policy in policies:
             verdict = await policy(context)
             if verdict.rejection is not None:
                 self.stats.rejected += 1
@@ -354,7 +424,11 @@ class IngressApp:
         return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:
-        limit = route.max_body_bytes
+        return await self._limited_body(receive, head, route.max_body_bytes, f"route {route.name}")
+
+    async def _limited_body(
+        self, receive: Receive, head: RequestHead, limit: int, what: str
+    ) -> bytes:
         declared = head.content_length
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -366,7 +440,7 @@ class IngressApp:
                 413,
                 "body-too-large",
                 "Request body too large",
-                f"route {route.name} accepts at most {limit} bytes",
+                f"{what} accepts at most {limit} bytes",
             ) from None
         if body and self.max_json_depth:
             check_json_depth(body, head.headers, self.max_json_depth)

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from contracts.bus import Bus, Subscription
 from contracts.bus.connect import bus_from_config, connect_with_retry
 from contracts.config import (
+    AsyncWorker,
     Config,
     ConfigError,
     EchoWorker,
@@ -37,7 +38,7 @@ from workers.sdk import Worker, load_worker
 
 log = logging.getLogger("relaygate.worker")
 
-WorkerKind = EchoWorker | RoutingWorker | ModuleWorker
+WorkerKind = EchoWorker | RoutingWorker | ModuleWorker | AsyncWorker
 
 
 async def serve_worker(
@@ -78,6 +79,8 @@ async def serve_worker(
     await connect_with_retry(bus)
     subscriptions: list[Subscription] = []
     routing = None
+    runner = None
+    redis: Any = None
 
     def upstreams() -> dict[str, Any]:
         if routing is None:
@@ -93,6 +96,15 @@ async def serve_worker(
                 worker.handler(echo)
                 subscriptions.append(await worker.serve(bus))
             what = "topics " + ", ".join(bus.topics.request(t) for t in spec.topics)
+        elif isinstance(spec, AsyncWorker):
+            from workers.async_runner import start_async_runner
+
+            if config.state.url is not None:
+                from redis.asyncio import Redis
+
+                redis = Redis.from_url(config.state.url)
+            runner = await start_async_runner(config, bus, redis)
+            what = f"async requests on {bus.topics.async_requests()}"
         else:
             routing = build_routing(config)
             await routing.start(bus)
@@ -111,6 +123,10 @@ async def serve_worker(
     finally:
         for sub in subscriptions:
             await sub.stop()
+        if runner is not None:
+            await runner.stop()
+        if redis is not None:
+            await redis.aclose()
         if routing is not None:
             await routing.close()
         await bus.close()

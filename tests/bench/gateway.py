@@ -2,7 +2,8 @@
 the echo worker (row c; row r: with a Redis rate limit; row s: with a JWT and an API
 key checked) and the routing worker (row d; row h: the same route with the response
 cache on, every request after the first a hit), from a config written here.
-On NATS also rows (n), (c) without the access log, and (t), (c) with tracing on."""
+On NATS also rows (n), (c) without the access log, (t), (c) with tracing on, and (e),
+durable event intake (tests/bench/events.py; the nats-server runs with JetStream)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.bench.events import EVENTS_CONFIG
 from tests.bench.launcher import Launcher, Started, StartFailed, clean_env
 from tests.support.processes import free_port, tansu_command, venv_bin
 
@@ -161,6 +163,7 @@ def gateway_config(
         state["dir"] = str(state_dir)
     return {
         "bus": {"url": bus_url, "prefix": prefix},
+        "events": EVENTS_CONFIG,
         "telemetry": telemetry or {},
         "state": state,
         "issuers": issuers,
@@ -190,10 +193,13 @@ def gateway_config(
     }
 
 
-def _start_broker(launcher: Launcher, bus: BusName) -> tuple[Started, str]:
+def _start_broker(launcher: Launcher, bus: BusName, workdir: Path) -> tuple[Started, str]:
     port = free_port()
     if bus == "NATS":
-        command = [venv_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+        # JetStream on (row e stores events), in a folder of the bench's own.
+        store = workdir / "jetstream"
+        command = [venv_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js"]
+        command += ["-sd", str(store)]
         return launcher.start("nats-server", command, port=port), f"nats://127.0.0.1:{port}"
     command = tansu_command(port)
     started = launcher.start("tansu", command, port=port, env=clean_env(RUST_LOG="warn"))
@@ -276,7 +282,7 @@ def start_gateway(launcher: Launcher, bus: BusName, upstream_port: int, workdir:
     """Broker and ingress must start (else StartFailed); a worker that fails is
     recorded in its field so that the other row still runs."""
     workdir.mkdir(parents=True, exist_ok=True)
-    broker, bus_url = _start_broker(launcher, bus)
+    broker, bus_url = _start_broker(launcher, bus, workdir)
     redis, redis_url = None, None
     if bus == "NATS":
         redis_port = free_port()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.bench import cpu, profiling
 from tests.bench.cli import BenchOptions
+from tests.bench.events import EVENT_PATH, wait_until_accepted, write_event_script
 from tests.bench.gateway import BusName, Gateway, TelemetryRows, start_gateway
 from tests.bench.launcher import Launcher, Started, StartFailed, describe
 from tests.bench.nginx import nginx_command
@@ -43,6 +44,7 @@ class Target:
     processes: dict[str, Started]
     admin_url: str | None = None
     headers: tuple[str, ...] = ()  # sent with every request, e.g. credentials
+    script: Path | None = None  # a wrk script of the row's own (row e: POSTed events)
 
 
 class Bench:
@@ -51,6 +53,7 @@ class Bench:
         self.tools = tools
         self.logs = logs
         self.script = write_script(logs)
+        self.event_script = write_event_script(logs)
         self.versions = versions(tools)
         self.busy_before = cpu.machine_busy_fraction()
         self.results = Results(meta=self._meta())
@@ -77,13 +80,14 @@ class Bench:
         seconds: int,
         tag: str,
         headers: tuple[str, ...] = (),
+        script: Path | None = None,
     ) -> tuple[WrkResult, str]:
         command = wrk_command(
             url,
             threads=threads,
             connections=connections,
             duration_s=seconds,
-            script=self.script,
+            script=script or self.script,
             headers=headers,
         )
         return run_wrk(command, self.logs / f"wrk-{tag}.txt", seconds), shlex.join(command)
@@ -99,7 +103,10 @@ class Bench:
         )
         self.results.rows.append(row)
         try:
-            wait_until_ok(target.url, headers=target.headers)
+            if target.script is None:
+                wait_until_ok(target.url, headers=target.headers)
+            else:
+                wait_until_accepted(target.url)
             o = self.options
             self._wait_for_quiet()
             if o.warmup_s:
@@ -111,6 +118,7 @@ class Bench:
                     o.warmup_s,
                     f"{target.key}-warm",
                     target.headers,
+                    target.script,
                 )
             for threads, conns in ((o.threads, o.connections), (1, 1)):
                 say(f"running {name} {conns} conn{'s' if conns > 1 else ''} {o.duration_s}s…")
@@ -138,7 +146,7 @@ class Bench:
         before, machine_before = cpu.snapshot(pids), cpu.machine_busy_seconds()
         tag = f"{target.key}-{(target.bus or '').lower()}-{conns}"
         result, command = self._wrk(
-            target.url, threads, conns, self.options.duration_s, tag, target.headers
+            target.url, threads, conns, self.options.duration_s, tag, target.headers, target.script
         )
         after, machine_after = cpu.snapshot(pids), cpu.machine_busy_seconds()
         # CPU that neither wrk nor the row's processes used: other work skewing this run.
@@ -233,6 +241,18 @@ class Bench:
             row = self.measure(native_target)
             if self.options.profile and bus == "NATS" and not row.skipped:
                 self.profile(native_target)
+            if bus == "NATS":
+                self.measure(
+                    Target(
+                        "e",
+                        bus,
+                        "event intake: CloudEvent checked, JetStream publish acked -> 202",
+                        gateway.base_url + EVENT_PATH,
+                        common,
+                        gateway.admin_url,
+                        script=self.event_script,
+                    )
+                )
             if gateway.telemetry is not None:
                 self._telemetry_rows(gateway, gateway.telemetry, gateway.echo)
             if gateway.redis is not None:

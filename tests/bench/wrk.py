@@ -49,9 +49,10 @@ class WrkResult:
         return self.requests / self.duration_s if self.duration_s else 0.0
 
 
-def write_script(directory: Path) -> Path:
-    path = directory / "bench-done.lua"
-    path.write_text(_SCRIPT)
+def write_script(directory: Path, *, extra: str = "", name: str = "bench-done.lua") -> Path:
+    """The `done` hook, plus `extra` Lua (a `request` hook for rows that POST)."""
+    path = directory / name
+    path.write_text(_SCRIPT + extra)
     return path
 
 
