@@ -66,6 +66,10 @@ class Row:
     processes: dict[str, str]
     runs: list[Run] = field(default_factory=list)
     skipped: str | None = None
+    # Loaded runs of the row this one is compared with (its baseline), measured just
+    # before and just after this row's own loaded run: on a machine whose speed drifts,
+    # a ratio against rows measured minutes apart says more about the drift.
+    paired: dict[str, list[Run]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -73,6 +77,11 @@ class Row:
 
     def run_at(self, connections: int) -> Run | None:
         return next((r for r in self.runs if r.connections == connections), None)
+
+    def paired_rps(self, key: str) -> float | None:
+        """The mean req/s of the baseline runs measured around this row's, if any."""
+        runs = self.paired.get(key)
+        return sum(r.rps for r in runs) / len(runs) if runs else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,20 @@ def _missing(row: Row | None, key: str) -> str:
     return f"({key}) skipped" if row.skipped else f"({key}) has no run at that connection count"
 
 
+def _paired(
+    top_row: Row | None, bottom_row: Row | None, top: str, bottom: str, connections: int
+) -> tuple[float, float] | None:
+    """(numerator, denominator) req/s when one of the two rows was measured between two
+    runs of the other (see `Row.paired`); None otherwise."""
+    if top_row is not None and (den := top_row.paired_rps(bottom)):
+        run = top_row.run_at(connections)
+        return (run.rps, den) if run is not None else None
+    if bottom_row is not None and (num := bottom_row.paired_rps(top)):
+        run = bottom_row.run_at(connections)
+        return (num, run.rps) if run is not None and run.rps > 0 else None
+    return None
+
+
 def compute_checks(results: Results, connections: int, buses: list[str]) -> list[Check]:
     checks: list[Check] = []
     for bus in buses:
@@ -132,6 +155,12 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
             )
         for top, bottom, target in SAME_BUS_TARGETS:
             top_row, bottom_row = results.row(top, bus), results.row(bottom, bus)
+            pair = _paired(top_row, bottom_row, top, bottom, connections)
+            if pair is not None:
+                value = pair[0] / pair[1]
+                what = f"({top})/({bottom}) req/s at {connections} conns, paired"
+                checks.append(Check(bus, what, value, "x", f">= {target:.2f}", value >= target))
+                continue
             num = top_row.run_at(connections) if top_row else None
             den = bottom_row.run_at(connections) if bottom_row else None
             if num is not None and den is not None and den.rps > 0:

@@ -92,7 +92,10 @@ class Bench:
         )
         return run_wrk(command, self.logs / f"wrk-{tag}.txt", seconds), shlex.join(command)
 
-    def measure(self, target: Target) -> Row:
+    def measure(self, target: Target, baseline: Target | None = None) -> Row:
+        """Warm up and measure `target` loaded and at one connection. With `baseline`
+        (the same path without the feature), the baseline is measured loaded just before
+        and just after the target's loaded run, and the ratio uses their mean."""
         name = f"({target.key}) {target.bus}" if target.bus else f"({target.key})"
         row = Row(
             target.key,
@@ -121,12 +124,22 @@ class Bench:
                     target.script,
                 )
             for threads, conns in ((o.threads, o.connections), (1, 1)):
+                pair = baseline if conns == o.connections else None
+                if pair is not None:
+                    row.paired[pair.key] = [self._baseline_run(pair, name, threads, conns)]
                 say(f"running {name} {conns} conn{'s' if conns > 1 else ''} {o.duration_s}s…")
                 row.runs.append(self._measured_run(target, threads, conns))
+                if pair is not None:
+                    row.paired[pair.key].append(self._baseline_run(pair, name, threads, conns))
         except (TargetBroken, WrkFailed) as exc:
             row.skipped = str(exc)
             say(f"  {name} failed: {exc}")
         return row
+
+    def _baseline_run(self, baseline: Target, name: str, threads: int, conns: int) -> Run:
+        o = self.options
+        say(f"  baseline ({baseline.key}) for {name} {conns} conns {o.duration_s}s…")
+        return self._measured_run(baseline, threads, conns)
 
     def _wait_for_quiet(self) -> None:
         limit = self.options.quiet_wait_s
@@ -254,7 +267,7 @@ class Bench:
                     )
                 )
             if gateway.telemetry is not None:
-                self._telemetry_rows(gateway, gateway.telemetry, gateway.echo)
+                self._telemetry_rows(gateway, gateway.telemetry, native_target)
             if gateway.redis is not None:
                 self.measure(
                     Target(
@@ -264,7 +277,8 @@ class Bench:
                         gateway.base_url + "/limited" + REQUEST_PATH,
                         {**common, "worker": gateway.echo, "redis": gateway.redis},
                         gateway.admin_url,
-                    )
+                    ),
+                    native_target,
                 )
             if gateway.credentials:
                 self.measure(
@@ -276,7 +290,8 @@ class Bench:
                         {**common, "worker": gateway.echo},
                         gateway.admin_url,
                         gateway.credentials,
-                    )
+                    ),
+                    native_target,
                 )
         if isinstance(gateway.routing, StartFailed):
             say(f"  routing worker failed to start; its log ends:\n{gateway.routing.tail()}")
@@ -300,12 +315,14 @@ class Bench:
                     gateway.base_url + "/cached" + REQUEST_PATH,
                     {**common, "redis": gateway.redis} if gateway.redis is not None else common,
                     gateway.admin_url,
-                )
+                ),
+                proxy_target,
             )
 
-    def _telemetry_rows(self, gateway: Gateway, rows: TelemetryRows, echo: Started) -> None:
+    def _telemetry_rows(self, gateway: Gateway, rows: TelemetryRows, native: Target) -> None:
         """(n): (c) with the access log off; (t): (c) with tracing on, 100 % sampled."""
         broker = {"broker": gateway.broker}
+        echo = native.processes["worker"]
         self.measure(
             Target(
                 "n",
@@ -313,7 +330,8 @@ class Bench:
                 "(c) without the access log",
                 rows.quiet_url + "/echo" + REQUEST_PATH,
                 {**broker, "ingress": rows.quiet_ingress, "worker": echo},
-            )
+            ),
+            native,
         )
         if isinstance(rows.traced_echo, StartFailed):
             self.skip("t", gateway.bus, "(c) traced", str(rows.traced_echo))
@@ -330,7 +348,8 @@ class Bench:
                     "worker": rows.traced_echo,
                     "otlp": rows.receiver,
                 },
-            )
+            ),
+            native,
         )
 
 
