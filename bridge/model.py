@@ -24,6 +24,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _check_secret(cls: type, secret: str | None) -> str | None:
+    """A secret given by the caller must be `whsec_` and base64 of a usable key."""
+    if secret is not None:
+        secret_key(secret)
+    return secret
+
+
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         lower = name.lower()
@@ -100,12 +107,7 @@ class EndpointIn(_Strict):
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
         return _check_headers(headers)
 
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, secret: str | None) -> str | None:
-        if secret is not None:
-            secret_key(secret)
-        return secret
+    _secret = field_validator("secret")(_check_secret)
 
 
 class EndpointPatch(_Strict):
@@ -146,12 +148,7 @@ class Rotation(_Strict):
         None, ge=0, description="How long the old secret keeps signing; unset: the default."
     )
 
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, secret: str | None) -> str | None:
-        if secret is not None:
-            secret_key(secret)
-        return secret
+    _secret = field_validator("secret")(_check_secret)
 
 
 class Rotated(_Strict):

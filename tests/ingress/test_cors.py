@@ -23,13 +23,6 @@ EVIL = "https://evil.example"
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[CountingUpstream]:
-    server = CountingUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: CountingUpstream
 ) -> Iterator[RelaygateUp]:

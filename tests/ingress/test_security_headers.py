@@ -23,13 +23,6 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[CountingUpstream]:
-    server = CountingUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: CountingUpstream
 ) -> Iterator[RelaygateUp]:
