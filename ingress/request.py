@@ -99,13 +99,13 @@ def read_head(
         content_length=content_length,
         client=client,
         client_ip=client_ip,
-        tls_subject=_client_subject(scope) if scheme_is_tls else None,
+        tls_subject=client_subject(scope) if scheme_is_tls else None,
     )
 
 
-def _client_subject(scope: MutableMapping[str, Any]) -> str | None:
-    """The verified client certificate's subject, from the ASGI TLS extension the
-    transport fills (ingress/transport/tls.py)."""
+def client_subject(scope: MutableMapping[str, Any]) -> str | None:
+    """The subject of the verified client certificate of a request's connection, if any:
+    from the ASGI TLS extension the transport fills (ingress/transport/tls.py)."""
     extensions = scope.get("extensions")
     tls = extensions.get("tls") if extensions else None
     subject = tls.get("client_cert_name") if tls else None

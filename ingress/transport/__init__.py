@@ -10,6 +10,7 @@ import ssl
 from typing import Any, cast
 
 from contracts.config import IngressConfig
+from ingress.request import client_subject
 from ingress.transport.guard import ConnectionGuard
 from ingress.transport.https import TlsGuardedProtocol
 from ingress.transport.json_depth import check_json_depth
@@ -17,7 +18,6 @@ from ingress.transport.protocol import GuardedProtocol
 from ingress.transport.redirect import HttpsRedirect
 from ingress.transport.tls import (
     CertificateReloader,
-    client_subject,
     mtls_principal,
     server_context,
 )

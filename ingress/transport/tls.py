@@ -13,6 +13,7 @@ from typing import Any
 
 from contracts.config import ConfigError, TlsConfig
 from contracts.envelope import Principal
+from ingress.request import client_subject
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -160,13 +161,6 @@ def connection_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
         "tls_version": _WIRE_VERSIONS.get(ssl_object.version() or ""),
         "cipher_suite": None,
     }
-
-
-def client_subject(scope: MutableMapping[str, Any]) -> str | None:
-    """The subject of the verified client certificate of a request's connection, if any."""
-    extensions = scope.get("extensions")
-    tls = extensions.get("tls") if extensions else None
-    return tls.get("client_cert_name") if tls else None
 
 
 def mtls_principal(scope: MutableMapping[str, Any]) -> Principal | None:
