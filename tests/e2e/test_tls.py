@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.support.gateway import RelaygateUp, running_up
+from tests.support.gateway import RelaygateUp, running_up, wait_until
 from tests.support.live_ingress import exchange, statuses
 from tests.support.pki import ServerFiles, client_context, server_cert, server_files
 from tests.support.processes import free_port
@@ -106,4 +106,5 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
             assert time.monotonic() < deadline, "the renewed certificate was not served"
             await asyncio.sleep(0.1)
     assert response.status_code == 200
-    assert "TLS certificate reloaded" in gateway.up.log()
+    # Log lines reach the file through the log writer thread, a few ms after the event.
+    wait_until(lambda: "TLS certificate reloaded" in gateway.up.log(), 5, "the reload log line")
