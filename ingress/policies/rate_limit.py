@@ -58,6 +58,7 @@ class RateLimit:
         self.closed = spec.on_store_error == "closed"
         self.shared = shared
         self.local = local
+        self._described: dict[object, tuple[bytes, list[str], list[int]]] = {}
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         tier = self.tiers.get(ctx.tier) if ctx.tier else None
@@ -102,21 +103,35 @@ class RateLimit:
     def _headers(
         self, limits: tuple[WindowLimit, ...], quotas: tuple[QuotaLimit, ...], decision: Decision
     ) -> list[tuple[bytes, bytes]]:
+        shape = (limits, tuple((q.name, q.requests) for q in quotas) if quotas else ())
+        described = self._described.get(shape)
+        if described is None:
+            described = self._describe(limits, quotas)
+            self._described[shape] = described
+        policy, names, capacities = described
+        # RateLimit reports the limit closest to running out.
+        best: tuple[str, int, int] | None = None
+        taken = 1 if decision.allowed else 0
+        for name, capacity, (used, reset_ms) in zip(names, capacities, decision.usage, strict=True):
+            remaining = max(0, capacity - used - taken)
+            if best is None or remaining < best[1]:
+                best = (name, remaining, max(0, -(-reset_ms // 1000)))
+        headers = [(b"ratelimit-policy", policy)]
+        if best is not None:
+            headers.append((b"ratelimit", f'"{best[0]}";r={best[1]};t={best[2]}'.encode()))
+        return headers
+
+    def _describe(
+        self, limits: tuple[WindowLimit, ...], quotas: tuple[QuotaLimit, ...]
+    ) -> tuple[bytes, list[str], list[int]]:
+        """The RateLimit-Policy value, and each limit's name and capacity (a tier's
+        limits are fixed, so this is worked out once per tier and cached)."""
         policies = [
             f'"{self.name}-{i}";q={lim.requests};w={max(1, lim.window_ms // 1000)}'
             for i, lim in enumerate(limits)
         ]
         policies += [f'"{self.name}-{q.name}";q={q.requests}' for q in quotas]
-        # RateLimit reports the limit closest to running out.
         capacities = [lim.requests for lim in limits] + [q.requests for q in quotas]
         names = [f"{self.name}-{i}" for i in range(len(limits))]
         names += [f"{self.name}-{q.name}" for q in quotas]
-        best = None
-        for name, capacity, (used, reset_ms) in zip(names, capacities, decision.usage, strict=True):
-            remaining = max(0, capacity - used - (1 if decision.allowed else 0))
-            if best is None or remaining < best[1]:
-                best = (name, remaining, max(0, -(-reset_ms // 1000)))
-        headers = [(b"ratelimit-policy", ", ".join(policies).encode())]
-        if best is not None:
-            headers.append((b"ratelimit", f'"{best[0]}";r={best[1]};t={best[2]}'.encode()))
-        return headers
+        return ", ".join(policies).encode(), names, capacities

@@ -205,7 +205,7 @@ class TansuBroker(ManagedProcess):
 class RedisServer(ManagedProcess):
     """`redis-server` (Debian package) on a free port, nothing persisted."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         binary = shutil.which("redis-server")
         if binary is None:
@@ -223,6 +223,7 @@ class RedisServer(ManagedProcess):
                 "no",
                 "--dir",
                 str(workdir),
+                *extra,
             ],
             workdir / f"redis-{self.port}.log",
         )
