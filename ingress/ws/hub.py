@@ -122,6 +122,7 @@ class WebSockets:
         code = 1006
         try:
             await self._publish(route, _event(base, ws.OPEN, http=self.app.http_info(head, {})))
+            del head  # sockets live long: keep nothing of the handshake (~1.6 KiB each)
             code = await self._messages(route, connection, base, receive)
         except BusError as exc:
             self.counters.bus_errors += 1
