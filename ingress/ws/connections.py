@@ -1,35 +1,38 @@
 """The sockets one node holds, by connection id and by channel, and delivery to them.
 
-A push runs its send eagerly: the first step of the send coroutine runs right away,
-and only a send that has to wait (the client does not read, its transport is paused)
-goes on in a task of its own. So a push to 10,000 sockets costs no task per socket,
-and one slow client delays only itself; past `MAX_QUEUED` unsent pushes, further ones
-to it are dropped and counted rather than piled up in memory. (Python 3.12's
-`eager_task_factory` does the same; we support 3.11.)"""
+A push is encoded once (ingress/ws/wire.py) and written as those bytes straight to each
+socket that can take it now. Any other socket gets it through its ASGI send, run
+eagerly: the first step of the send coroutine runs right away, and only a send that has
+to wait (the client does not read, its transport is paused) goes on in a task of its
+own. So a push to 10,000 sockets costs no coroutine or task per socket, and one slow
+client delays only itself; once it has unsent pushes, later ones queue behind them (in
+order), and past `MAX_QUEUED` they are dropped and counted rather than piled up in
+memory. (Python 3.12's `eager_task_factory` would do the eager part; we support 3.11.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
+from collections.abc import Awaitable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any
 
-log = logging.getLogger("relaygate.ingress.ws")
+from ingress.responses import Send
+from ingress.ws.wire import Push, direct_socket, write_now
 
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Frame = dict[str, Any]  # an ASGI `websocket.send` message, shared by every recipient
+log = logging.getLogger("relaygate.ingress.ws")
 
 MAX_QUEUED = 256
 
 
 class Connection:
-    __slots__ = ("channels", "closing", "id", "queued", "route", "send")
+    __slots__ = ("channels", "closing", "id", "queued", "route", "send", "socket")
 
     def __init__(self, connection_id: str, route: str, send: Send) -> None:
         self.id = connection_id
         self.route = route
         self.send = send
+        self.socket = direct_socket(send)  # None: every push goes through `send`
         self.channels: set[str] = set()
         self.queued = 0
         self.closing = False
@@ -75,14 +78,20 @@ class Connections:
             if not members:
                 del self.channels[channel]
 
-    def deliver(self, connection: Connection, frame: Frame) -> None:
+    def deliver(self, connection: Connection, push: Push) -> None:
         if connection.closing:
             return
-        if connection.queued >= MAX_QUEUED:
+        queued = connection.queued
+        if not queued:
+            socket = connection.socket
+            if socket is not None and write_now(socket, push.wire):
+                self.pushed += 1
+                return
+        elif queued >= MAX_QUEUED:
             self.dropped += 1
             return
-        send = connection.send(frame)
-        if connection.queued or not isinstance(send, CoroutineType):
+        send = connection.send(push.message)
+        if queued or not isinstance(send, CoroutineType):
             # Earlier pushes wait: this one waits behind them, in order.
             self._spawn(connection, self._send(send))
             return
@@ -103,13 +112,14 @@ class Connections:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def broadcast(self, channel: str, frame: Frame) -> int:
+    def broadcast(self, channel: str, push: Push) -> int:
         """Deliver to every member of `channel` here; how many there are."""
         members = self.channels.get(channel)
         if not members:
             return 0
+        deliver = self.deliver
         for connection in members:
-            self.deliver(connection, frame)
+            deliver(connection, push)
         return len(members)
 
     async def _send(self, send: Awaitable[None]) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from contracts import problems
 from ingress.request import Refused
+from ingress.responses import Send
 from ingress.routes import CompiledRoute, RouteTable
-from ingress.ws.connections import Send
 
 PREFIX = "/ws/"
 

@@ -21,8 +21,9 @@ from contracts.bus import BusError, Message, PayloadTooLarge, Subscription
 from contracts.codec import CodecError
 from contracts.envelope import Envelope, HttpInfo, Principal, first_header, new_id, now_ms
 from ingress.request import Refused, RequestHead, read_head
+from ingress.responses import Send
 from ingress.routes import RouteTable
-from ingress.ws.connections import Connection, Connections, Frame, Send
+from ingress.ws.connections import Connection, Connections
 from ingress.ws.handshake import (
     PREFIX,
     SocketRoute,
@@ -31,6 +32,7 @@ from ingress.ws.handshake import (
     no_socket_route,
     socket_routes,
 )
+from ingress.ws.wire import Push, binary_push, text_push
 
 if TYPE_CHECKING:
     from ingress.app import IngressApp
@@ -120,6 +122,7 @@ class WebSockets:
         code = 1006
         try:
             await self._publish(route, _event(base, ws.OPEN, http=self.app.http_info(head, {})))
+            del head  # sockets live long: keep nothing of the handshake (~1.6 KiB each)
             code = await self._messages(route, connection, base, receive)
         except BusError as exc:
             self.counters.bus_errors += 1
@@ -228,7 +231,7 @@ class WebSockets:
             return
         kind = envelope.type
         if kind == ws.PUSH:
-            self.connections.deliver(connection, _frame(envelope))
+            self.connections.deliver(connection, _push(envelope))
         elif kind == ws.JOIN and envelope.subject:
             self.connections.join(connection, envelope.subject)
         elif kind == ws.LEAVE and envelope.subject:
@@ -240,7 +243,7 @@ class WebSockets:
     async def _on_channel(self, message: Message) -> None:
         envelope = self._decode(message)
         if envelope is not None and envelope.type == ws.PUSH and envelope.subject:
-            self.connections.broadcast(envelope.subject, _frame(envelope))
+            self.connections.broadcast(envelope.subject, _push(envelope))
 
     def _decode(self, message: Message) -> Envelope | None:
         try:
@@ -284,10 +287,11 @@ def _event(
     )
 
 
-def _frame(envelope: Envelope) -> Frame:
+def _push(envelope: Envelope) -> Push:
+    data = envelope.data
     if envelope.datacontenttype != ws.BINARY:
         try:
-            return {"type": "websocket.send", "text": envelope.data.decode()}
+            return text_push(data.decode(), data)
         except UnicodeDecodeError:
             pass  # not text after all: send the bytes as they are
-    return {"type": "websocket.send", "bytes": envelope.data}
+    return binary_push(data)

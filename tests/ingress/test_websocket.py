@@ -178,6 +178,26 @@ async def test_push_to_one_connection_and_to_a_channel(gateway: Gateway) -> None
         assert await asyncio.wait_for(first.recv(), 5) == "next"
 
 
+async def test_pushes_are_written_as_frames_encoded_once_in_every_length_form(
+    gateway: Gateway,
+) -> None:
+    """The 7-bit, 16-bit and 64-bit length forms, text and binary, as one frame's bytes
+    written straight to uvicorn's transport; the strict client parses each."""
+    async with connect(gateway.url("chat"), max_size=None) as socket:
+        me = (await _whoami(socket))["connection"]
+        assert gateway.app.websockets.connections.by_id[me].socket is not None  # direct
+        pushed = gateway.app.websockets.stats()["pushed"]
+        messages: list[str | bytes] = []
+        for length in (0, 125, 126, 65_535, 65_536, 200_000):
+            messages += ["é" * (length // 2), b"\xff" * length]
+        for message in messages:
+            await gateway.pusher.send(me, message)
+        assert [await asyncio.wait_for(socket.recv(), 5) for _ in messages] == messages
+        await gateway.pusher.publish("lobby", "to the channel")
+        assert await asyncio.wait_for(socket.recv(), 5) == "to the channel"
+        assert gateway.app.websockets.stats()["pushed"] == pushed + len(messages) + 1
+
+
 async def test_the_worker_closes_a_connection_with_its_code(gateway: Gateway) -> None:
     async with connect(gateway.url("chat")) as socket:
         await socket.send("bye")
