@@ -17,6 +17,9 @@ SCHEMA_VERSION = 1
 
 
 def _long(out: bytearray, n: int) -> None:
+    if 0 <= n < 64:  # lengths, counts, statuses, attempts: one byte
+        out.append(n << 1)
+        return
     n = (n << 1) ^ (n >> 63)
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -26,16 +29,27 @@ def _long(out: bytearray, n: int) -> None:
 
 def _str(out: bytearray, s: str) -> None:
     b = s.encode()
-    _long(out, len(b))
+    size = len(b)
+    if size < 64:
+        out.append(size << 1)
+    else:
+        _long(out, size)
     out += b
 
 
 def _opt_str(out: bytearray, s: str | None) -> None:
     if s is None:
         out.append(0)
+        return
+    b = s.encode()
+    size = len(b)
+    if size < 64:
+        out.append(2)
+        out.append(size << 1)
     else:
         out.append(2)
-        _str(out, s)
+        _long(out, size)
+    out += b
 
 
 def _str_array(out: bytearray, items: list[str]) -> None:

@@ -385,7 +385,10 @@ class IngressApp:
     ) -> None:
         """`POST <events.path>/<type>`: the intake's policies, the body, the intake."""
         head.route = "events"
-        headers, principal = await self._run_policies("events", intake.policies, head)
+        headers: Headers = []
+        principal: Principal | None = None
+        if intake.policies:
+            headers, principal = await self._run_policies("events", intake.policies, head)
         body = await self._limited_body(receive, head, intake.max_body_bytes, "event intake")
         security = self.table.security
         if security is not None:

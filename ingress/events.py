@@ -25,7 +25,7 @@ import orjson
 from contracts import problems
 from contracts.bus import Bus, NotConnected, PayloadTooLarge
 from contracts.bus.errors import TopicUnavailable
-from contracts.bus.streams import durable
+from contracts.bus.streams import Streams, durable
 from contracts.codec import EnvelopeCodec
 from contracts.config import Config
 from contracts.envelope import EVENT_PREFIX, Envelope, HttpInfo, Principal, now_ms
@@ -40,6 +40,10 @@ STRUCTURED = "application/cloudevents+json"
 _REQUIRED = ("id", "source", "specversion", "type")
 _KNOWN = frozenset({*_REQUIRED, "datacontenttype", "dataschema", "subject", "time"})
 _ACCEPTED_BODY = b'{"status":"accepted"}'
+_ACCEPTED_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_ACCEPTED_BODY)).encode()),
+)
 
 
 def message_id(source: str, event_id: str) -> str:
@@ -68,6 +72,8 @@ class EventIntake:
         policies: tuple[EdgePolicy, ...],
     ) -> None:
         self.bus = bus
+        # None for a bus without durable streams: `durable` says so on the first event.
+        self.streams = bus if isinstance(bus, Streams) else None
         self.codec = codec
         self.registry = registry
         self.policies = policies
@@ -107,18 +113,14 @@ class EventIntake:
             await _send_invalid(send, head, invalid, extra)
             return
         await self._store(envelope)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(_ACCEPTED_BODY)).encode()),
-            (b"x-correlation-id", head.cid),
-            *extra,
-        ]
+        headers = [*_ACCEPTED_HEADERS, (b"x-correlation-id", head.cid), *extra]
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": _ACCEPTED_BODY})
 
     async def _store(self, envelope: Envelope) -> None:
+        streams = self.streams or durable(self.bus)
         try:
-            await durable(self.bus).publish_durable(
+            await streams.publish_durable(
                 self.topic,
                 self.codec.encode(envelope),
                 msg_id=message_id(envelope.source, envelope.id),

@@ -154,6 +154,7 @@ class NatsBus(Bus, Streams):
         self._nc: Client | None = None
         self._inbox_prefix = self.inbox + "."
         self._streams: set[str] = set()
+        self._stored_topics: set[str] = set()  # whose stream exists: no check per publish
         self._stream_lock = asyncio.Lock()
 
     @property
@@ -327,7 +328,9 @@ class NatsBus(Bus, Streams):
         msg_id: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        await self.ensure_stream(topic)
+        if topic not in self._stored_topics:
+            await self.ensure_stream(topic)
+            self._stored_topics.add(topic)
         all_headers = {**headers, "Nats-Msg-Id": msg_id} if headers else {"Nats-Msg-Id": msg_id}
         # The broker's ack comes to this node's reply inbox, like a reply: one timer and
         # one future, cheaper than nats-py's JetStream publish (event intake's hot path).

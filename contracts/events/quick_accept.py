@@ -53,6 +53,9 @@ class _Unsupported(Exception):
     pass
 
 
+_ABSENT = object()
+
+
 def compile_accept(schema: Any) -> Accept | None:
     """Closures that accept only values `schema` accepts, or None for a schema that uses
     something else (then jsonschema alone decides)."""
@@ -75,7 +78,7 @@ def _count(schema: dict[str, Any], key: str) -> int:
 
 def _compile(schema: Any) -> Accept:
     if schema is True:
-        return lambda v: True
+        return _anything
     if schema is False:
         return lambda v: False
     if not isinstance(schema, dict):
@@ -87,11 +90,30 @@ def _compile(schema: Any) -> Accept:
     for group, build in _GROUPS:
         if not group.isdisjoint(schema):
             checks.append(build(schema))
+    return _all(checks)
+
+
+def _all(checks: list[Accept]) -> Accept:
+    """One closure for a schema's checks: a call per check, no generator."""
     if not checks:
-        return lambda v: True
+        return _anything
     if len(checks) == 1:
         return checks[0]
-    return lambda v: all(check(v) for check in checks)
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: first(v) and second(v)
+
+    def accept(v: Any) -> bool:
+        for check in checks:  # noqa: SIM110 (all() over a generator costs twice as much)
+            if not check(v):
+                return False
+        return True
+
+    return accept
+
+
+def _anything(v: Any) -> bool:
+    return True
 
 
 def _type(schema: dict[str, Any]) -> Accept:
@@ -107,12 +129,15 @@ def _properties(schema: dict[str, Any]) -> Accept:
     properties = schema["properties"]
     if not isinstance(properties, dict):
         raise _Unsupported
-    compiled = [(name, _compile(sub)) for name, sub in properties.items()]
+    compiled = tuple((name, _compile(sub)) for name, sub in properties.items())
 
     def accept(v: Any) -> bool:
-        if type(v) is not dict:
-            return True
-        return all(check(v[name]) for name, check in compiled if name in v)
+        if type(v) is dict:
+            for name, check in compiled:
+                item = v.get(name, _ABSENT)
+                if item is not _ABSENT and not check(item):
+                    return False
+        return True
 
     return accept
 
@@ -121,7 +146,8 @@ def _required(schema: dict[str, Any]) -> Accept:
     names = schema["required"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise _Unsupported
-    return lambda v: type(v) is not dict or all(n in v for n in names)
+    required = frozenset(names)
+    return lambda v: type(v) is not dict or v.keys() >= required
 
 
 def _additional(schema: dict[str, Any]) -> Accept:
@@ -129,9 +155,11 @@ def _additional(schema: dict[str, Any]) -> Accept:
     extra = _compile(schema["additionalProperties"])
 
     def accept(v: Any) -> bool:
-        if type(v) is not dict:
-            return True
-        return all(extra(item) for key, item in v.items() if key not in known)
+        if type(v) is dict:
+            for key, item in v.items():
+                if key not in known and not extra(item):
+                    return False
+        return True
 
     return accept
 
@@ -158,7 +186,18 @@ def _bounds(schema: dict[str, Any]) -> Accept:
             if not _number(bound):  # draft 4's boolean exclusiveMinimum, say
                 raise _Unsupported
             tests.append((compare, bound))
-    return lambda v: not _number(v) or all(compare(v, bound) for compare, bound in tests)
+    if len(tests) == 1:
+        ((compare, bound),) = tests
+        return lambda v: not _number(v) or compare(v, bound)
+
+    def accept(v: Any) -> bool:
+        if _number(v):
+            for compare, bound in tests:
+                if not compare(v, bound):
+                    return False
+        return True
+
+    return accept
 
 
 def _items(schema: dict[str, Any]) -> Accept:
@@ -173,7 +212,11 @@ def _items(schema: dict[str, Any]) -> Accept:
             return True
         if len(v) < low or (high is not None and len(v) > high):
             return False
-        return each is None or all(each(item) for item in v)
+        if each is not None:
+            for item in v:
+                if not each(item):
+                    return False
+        return True
 
     return accept
 
