@@ -19,6 +19,13 @@ from ingress.transport.guard import ConnectionGuard
 
 log = logging.getLogger("relaygate.ingress")
 
+# After a refusal the connection is closed in stages (RFC 9112 section 9.6): our FIN
+# first, then what the client still sends is read and dropped, for at most this long
+# and this much. Closing at once would answer the client's next bytes with a reset,
+# and a reset makes its TCP stack discard the refusal it has not read yet.
+LINGER_S = 1.0
+LINGER_BYTES = 64 * 1024
+
 _WATCHED = frozenset({b"host", b"transfer-encoding", b"expect"})
 
 
@@ -76,6 +83,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._host = b""
         self._chunked = False
+        self._lingering: int | None = None  # bytes still taken after a refusal
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -111,6 +120,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.head_since = self.body_since = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self._release()
         if self.transport is not None:  # refused ones, and failed handshakes, never served
             super().connection_lost(exc)
@@ -138,9 +149,16 @@ class GuardedProtocol(HttpToolsProtocol):
                     f"the request headers did not arrive within {self.guard.header_timeout:g} s",
                 )
             )
+            self._linger(transport)
+            return
         transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._lingering -= len(data)
+            if self._lingering <= 0:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -176,7 +194,18 @@ class GuardedProtocol(HttpToolsProtocol):
     def _close_with(self, response: bytes) -> None:
         self.head_since = self.body_since = None
         self.transport.write(response)
-        self.transport.close()
+        self._linger(self.transport)
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after a refusal was written, in stages (see LINGER_S)."""
+        if transport.is_closing() or self._lingering is not None:
+            return
+        if not transport.can_write_eof():  # TLS: no half-close
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = LINGER_BYTES
+        self._linger_timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
     def _refuse(self, status: int, slug: str, title: str, detail: str) -> None:
         self._refusal = problem_response(status, slug, title, detail)

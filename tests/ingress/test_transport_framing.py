@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -269,3 +271,32 @@ async def test_a_deep_body_that_is_not_json_is_not_checked() -> None:
             + body
         )
         assert statuses(await _sent(live, raw)) == [200]
+
+
+def _refused_then_more(port: int) -> tuple[bytes, bool]:
+    """Send a request the edge refuses and read the refusal up to the server's FIN; then
+    go on sending, as a client streaming a body would. Returns the refusal, and whether
+    those later sends met a reset."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+        sock.sendall(b"GET /echo/a HTTP/1.1\r\nHost: gw\r\nHost: other\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        try:
+            for _ in range(3):
+                sock.sendall(b"x" * 1024)
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            return received, True
+        return received, False
+
+
+async def test_a_refusal_closes_in_stages_so_later_client_bytes_meet_no_reset(
+    gateway: LiveIngress,
+) -> None:
+    # Closed at once, the connection answers a client's further bytes with a reset, and
+    # a reset that arrives before the client read the refusal makes its stack drop it
+    # (RFC 9112 section 9.6). The ingress half-closes, then reads and drops for a while.
+    reply, reset = await asyncio.to_thread(_refused_then_more, gateway.port)
+    assert statuses(reply) == [400]
+    assert not reset
