@@ -150,8 +150,8 @@ class RequestWatch:
     def _log(self, access: AccessLog, status: int, seconds: float) -> None:
         # Values only, in ACCESS_FIELDS order: the writer thread makes the line.
         head = self.head
-        access.write(
+        access.write((
             time.time(), head.route, head.method, head.path, status, seconds, self.bytes,
             head.correlation, head.traceparent, head.principal, head.client_ip, self.cache,
             self.ratelimit,
-        )  # fmt: skip
+        ))  # fmt: skip
