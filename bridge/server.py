@@ -26,6 +26,7 @@ from contracts.bus.connect import bus_from_config, connect_with_retry
 from contracts.bus.nats import NatsBus
 from contracts.config import Config
 from contracts.envelope import new_id
+from contracts.gc_tuning import tune_gc
 from contracts.lifecycle import exit_if_stuck
 
 log = logging.getLogger("relaygate.bridge")
@@ -132,6 +133,7 @@ async def serve_bridge(config: Config, ready_file: str | None = None) -> None:
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if server.started:
+            tune_gc()
             if ready_file:
                 Path(ready_file).write_text(node_id)  # noqa: ASYNC240 (tiny, once)
             log.info(

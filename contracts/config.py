@@ -239,6 +239,12 @@ class TracingConfig(_Model):
         description="Share of new traces recorded (a sampled client's trace always is); "
         "unset: OTEL_TRACES_SAMPLER, default all.",
     )
+    producer_spans: bool = Field(
+        False,
+        description="Also record a PRODUCER span per bus request (publish until the reply), "
+        "beside the consumer's span. Off: the requesting span (the ingress's SERVER span) "
+        "carries the messaging attributes, one span fewer per request.",
+    )
 
 
 class MetricsConfig(_Model):

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from contracts.bus.connect import bus_from_config, connect_with_retry
 from contracts.config import Config, ConfigError, load_config
 from contracts.envelope import new_id
+from contracts.gc_tuning import tune_gc
 from contracts.lifecycle import exit_if_stuck
 from ingress.admin import build_admin
 from ingress.app import IngressApp
@@ -162,6 +163,7 @@ async def serve_ingress(
         tasks = [asyncio.create_task(server.serve()) for server in servers]
         await _started(servers, tasks)
         up = all(server.started for server in servers)
+        tune_gc()
         if up and ready_file:
             Path(ready_file).write_text(node_id)  # noqa: ASYNC240 (tiny, once)
         log.info(

@@ -22,6 +22,7 @@ from contracts.config import (
     load_config,
 )
 from contracts.envelope import new_id
+from contracts.gc_tuning import tune_gc
 from contracts.lifecycle import exit_if_stuck
 from contracts.telemetry.metrics import (
     WORKER_IN_FLIGHT,
@@ -184,5 +185,6 @@ async def _serve_module(
 
 
 def _mark_ready(ready_file: str | None, node_id: str) -> None:
+    tune_gc()
     if ready_file:
         Path(ready_file).write_text(node_id)

@@ -120,7 +120,7 @@ class Bus(abc.ABC):
         # this runs for every request the ingress serves.
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
         tracer = tracing.tracer()
-        span = None if tracer is None else self._producer_span(tracer, topic, correlation_id)
+        span = None if tracer is None else self._request_span(tracer, topic, correlation_id)
         started = time.perf_counter()
         try:
             await self._send_request(topic, data, correlation_id)
@@ -149,9 +149,19 @@ class Bus(abc.ABC):
             meter = self._request_meters[topic] = BUS_REQUEST.labels(topic)
         return meter
 
-    def _producer_span(self, tracer: Tracer, topic: str, correlation_id: str) -> Span:
+    def _request_span(self, tracer: Tracer, topic: str, correlation_id: str) -> Span | None:
         """The PRODUCER span of a request (messaging semantic conventions), a child of
-        the current span; it lasts until the reply comes."""
+        the current span, lasting until the reply comes; with `producer_spans` off, the
+        current span gets the messaging attributes instead (and None is returned). The
+        envelope carries the current span's context either way: the consumer's span is
+        its child, and a PRODUCER span would only be a leaf beside it."""
+        if not tracer.producer_spans:
+            current = tracing.current()
+            if current is not None and current.sampled:
+                attributes = current.attributes
+                attributes["messaging.system"] = self.system
+                attributes["messaging.destination.name"] = topic
+            return None
         return tracer.start(
             f"publish {topic}",
             PRODUCER,

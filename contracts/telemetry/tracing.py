@@ -260,10 +260,13 @@ def sampler_from(options: TracingConfig, env: Mapping[str, str]) -> Sampler:
 class Tracer:
     """Starts spans and queues ended ones for the exporter."""
 
-    __slots__ = ("_batch", "_exporter", "_queue", "_size", "sampler")
+    __slots__ = ("_batch", "_exporter", "_queue", "_size", "producer_spans", "sampler")
 
-    def __init__(self, sampler: Sampler, exporter: Exporter) -> None:
+    def __init__(
+        self, sampler: Sampler, exporter: Exporter, *, producer_spans: bool = False
+    ) -> None:
         self.sampler = sampler
+        self.producer_spans = producer_spans
         self._exporter = exporter
         self._queue = exporter.spans
         self._size = exporter.settings.max_queue
@@ -756,7 +759,7 @@ def configure_tracing(
     sampler = sampler_from(options, env)
     resource = resource_attributes(role, env)
     exporter = Exporter(settings, resource)
-    tracer = Tracer(sampler, exporter)
+    tracer = Tracer(sampler, exporter, producer_spans=options.producer_spans)
     keep_freed_memory()  # the exporter's batches of spans (see memory.py)
     exporter.start()
     _exporter, _tracer = exporter, tracer

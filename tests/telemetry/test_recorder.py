@@ -10,6 +10,8 @@ import pytest
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
+from contracts.bus import Message
+from contracts.bus.memory import MemoryBus, MemoryHub
 from contracts.config import TracingConfig
 from contracts.telemetry import tracing
 from contracts.telemetry.tracing import (
@@ -25,6 +27,7 @@ from contracts.telemetry.tracing import (
     resource_attributes,
     sampler_from,
 )
+from contracts.topics import Topics
 from tests.telemetry.otlp import decode, parse_json
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -173,3 +176,49 @@ def test_settings_from_the_standard_variables() -> None:
     assert attrs["deployment.environment"] == "p"
     named = resource_attributes("ingress", {"OTEL_SERVICE_NAME": "edge"})
     assert named["service.name"] == "edge"
+
+
+@pytest.mark.parametrize("producer_spans", [False, True])
+async def test_a_bus_request_is_a_producer_span_only_when_asked(
+    producer_spans: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off (the default): the requesting span carries the messaging attributes and no
+    span is added. On: a PRODUCER span, child of the requesting span, per request."""
+    tracer = _tracer()
+    tracer.producer_spans = producer_spans
+    monkeypatch.setattr(tracing, "_tracer", tracer)
+    hub = MemoryHub()
+    requester = MemoryBus(topics=Topics(), node_id="ingress", hub=hub)
+    responder = MemoryBus(topics=Topics(), node_id="worker", hub=hub)
+    await requester.connect()
+    await responder.connect()
+
+    async def answer(message: Message) -> None:
+        address, correlation_id = message.data.decode().split("|")
+        await responder.reply(address, b"ok", correlation_id=correlation_id)
+
+    await responder.subscribe("rg.req.orders", answer)
+    server = tracer.start("GET /orders", SERVER, {"http.request.method": "GET"})
+    token = tracing.use(server)
+    try:
+        body = f"{requester.reply_address('c-1')}|c-1".encode()
+        reply = await requester.request("rg.req.orders", body, correlation_id="c-1", timeout=5)
+    finally:
+        tracing.restore(token)
+        await requester.close()
+        await responder.close()
+    assert reply.data == b"ok"
+    server.end()
+    queued = list(tracer._exporter.spans)
+    spans = {span.kind: span for span in decode(parse_json(encode_batch(queued, {})))}
+    if producer_spans:
+        assert set(spans) == {"SERVER", "PRODUCER"}
+        producer = spans["PRODUCER"]
+        assert producer.parent_span_id == server.span_id
+        assert producer.name == "publish rg.req.orders"
+        assert producer.attributes["messaging.destination.name"] == "rg.req.orders"
+        assert "messaging.system" not in spans["SERVER"].attributes
+    else:
+        assert set(spans) == {"SERVER"}
+        assert spans["SERVER"].attributes["messaging.system"] == "memory"
+        assert spans["SERVER"].attributes["messaging.destination.name"] == "rg.req.orders"

@@ -1,7 +1,8 @@
 """One request through ingress -> bus -> routing worker -> a real upstream is one trace:
-SERVER at the ingress, PRODUCER for the bus request, CONSUMER in the worker (a child of
-the ingress span, carried in the envelope), CLIENT for the upstream call, whose
-`traceparent` the upstream receives. A client's `traceparent` is continued."""
+SERVER at the ingress (with the bus request's messaging attributes), CONSUMER in the
+worker (a child of the ingress span, carried in the envelope), CLIENT for the upstream
+call, whose `traceparent` the upstream receives. A client's `traceparent` is continued.
+(A PRODUCER span per bus request is opt-in: tests/telemetry/test_recorder.py.)"""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def traced(request: pytest.FixtureRequest) -> Traced:
 
 
 def _complete(spans: list[ReceivedSpan]) -> bool:
-    return {"SERVER", "PRODUCER", "CONSUMER", "CLIENT"} <= {s.kind for s in spans}
+    return {"SERVER", "CONSUMER", "CLIENT"} <= {s.kind for s in spans}
 
 
 def _one(spans: list[ReceivedSpan], kind: str) -> ReceivedSpan:
@@ -55,7 +56,6 @@ def test_one_request_is_one_trace_across_the_bus(traced: Traced) -> None:
 
     spans = traced.receiver.wait_for(trace_id, _complete)
     server = _one(spans, "SERVER")
-    producer = _one(spans, "PRODUCER")
     consumer = _one(spans, "CONSUMER")
     client = _one(spans, "CLIENT")
 
@@ -67,11 +67,9 @@ def test_one_request_is_one_trace_across_the_bus(traced: Traced) -> None:
     assert server.attributes["http.request.method"] == "GET"
 
     topic = f"rg.req.{ROUTE}"
-    assert producer.parent_span_id == server.span_id
-    assert producer.name == f"publish {topic}"
-    assert producer.attributes["messaging.system"] == traced.bus
-    assert producer.attributes["messaging.destination.name"] == topic
-    assert producer.attributes["messaging.operation"] == "publish"
+    assert server.attributes["messaging.system"] == traced.bus
+    assert server.attributes["messaging.destination.name"] == topic
+    assert not [s for s in spans if s.kind == "PRODUCER"]  # opt-in: producer_spans
 
     # The envelope carries the ingress span's context, not the client's header.
     assert consumer.parent_span_id == server.span_id
