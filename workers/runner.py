@@ -93,7 +93,7 @@ async def serve_worker(
     try:
         if isinstance(spec, EchoWorker):
             for topic in spec.topics:
-                worker = Worker(topic, group="workers.echo")
+                worker = Worker(topic, group="workers.echo", otel_api=False)
                 worker.handler(echo)
                 subscriptions.append(await worker.serve(bus))
             what = "topics " + ", ".join(bus.topics.request(t) for t in spec.topics)
