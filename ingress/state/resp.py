@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 
 
 class RespError(Exception):
@@ -80,8 +80,6 @@ class RespPipe:
         self._host: str = options.get("host", "localhost")
         self._port: int = int(options.get("port", 6379))
         self._tls = options.get("connection_class") is SSLConnection
-        if options.get("connection_class") is UnixDomainSocketConnection:
-            self._path = options["path"]
         setup: list[tuple[Any, ...]] = []
         if options.get("password") is not None:
             user = options.get("username")
