@@ -32,15 +32,17 @@ from contracts.events import EventRegistry, RegistryError
 from ingress.admission import Admission
 from ingress.async_requests import AsyncRequests
 from ingress.cache import Cached, CacheKey, MemoryCacheStore, RedisCacheStore, ResponseCache
+from ingress.event_lane import EventLane
 from ingress.events import EventIntake
 from ingress.forwarded import TrustedProxies
 from ingress.policies import EdgePolicy, PolicyState, RequestContext, TierResolver
 from ingress.policies.security_headers import SecurityHeaders
-from ingress.request import Refused, RequestHead, read_head
+from ingress.request import Refused, RequestHead, declared_above, incomplete, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
 from ingress.telemetry import IngressTelemetry
 from ingress.transport import check_json_depth
+from ingress.transport.lane import BodyTooLarge
 from ingress.ws import WebSockets
 
 log = logging.getLogger("relaygate.ingress")
@@ -50,10 +52,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 # A resource the gateway serves itself on the data plane (OAuth endpoints, JWKS, …):
 # exact path -> plain ASGI handler, answered before routing and without a bus hop.
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 @dataclass(slots=True)
@@ -101,6 +99,7 @@ class IngressApp:
         self.async_requests: AsyncRequests | None = None
         self._async(config)
         self.events = self._events(config)
+        self.lane = EventLane(self)  # claims event intake requests only while `events` is set
 
     def _events(self, config: Config) -> EventIntake | None:
         """Event intake (ingress/events.py) when the config accepts event types; a schema
@@ -190,6 +189,15 @@ class IngressApp:
         self, admission: Admission, head: RequestHead, receive: Receive, send: Send
     ) -> None:
         """Serve within the admission limits (see ingress/admission.py)."""
+        await self.enter(admission, head)
+        try:
+            await self._serve(head, receive, send)
+        finally:
+            admission.leave()
+
+    async def enter(self, admission: Admission, head: RequestHead) -> None:
+        """Wait for a place within the admission limits, or raise the refusal (counted);
+        the caller leaves once answered."""
         tier = self.tiers(None, head.headers, head.client_ip) if admission.priorities else None
         try:
             await admission.enter(head.client_ip, tier)
@@ -199,10 +207,6 @@ class IngressApp:
             else:
                 self.stats.admission_shed += 1
             raise
-        try:
-            await self._serve(head, receive, send)
-        finally:
-            admission.leave()
 
     async def _problem(
         self, send: Send, head: RequestHead, problem: Refused, security: SecurityHeaders | None
@@ -233,7 +237,7 @@ class IngressApp:
         deferred = self.async_requests
         if deferred is not None and head.path.startswith(deferred.results_prefix):
             head.route = "results"
-            extra, principal = await self._run_policies("results", deferred.policies, head)
+            extra, principal = await self.run_named_policies("results", deferred.policies, head)
             security = self.table.security
             if security is not None:
                 extra.extend(security.own(head.scheme))
@@ -383,24 +387,27 @@ class IngressApp:
     async def _event(
         self, intake: EventIntake, head: RequestHead, receive: Receive, send: Send
     ) -> None:
-        """`POST <events.path>/<type>`: the intake's policies, the body, the intake."""
+        """`POST <events.path>/<type>` over ASGI (the lane's way is ingress/event_lane.py):
+        the intake's policies, the body, the intake."""
         head.route = "events"
         headers: Headers = []
         principal: Principal | None = None
         if intake.policies:
-            headers, principal = await self._run_policies("events", intake.policies, head)
+            headers, principal = await self.run_named_policies("events", intake.policies, head)
         body = await self._limited_body(receive, head, intake.max_body_bytes, "event intake")
         security = self.table.security
         if security is not None:
             headers.extend(security.own(head.scheme))
-        await intake.accept(head, body, principal, send, headers)
+        status, own, payload = await intake.answer(head, body, principal)
+        await send({"type": "http.response.start", "status": status, "headers": own + headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def run_policies(
         self, route: CompiledRoute, head: RequestHead
     ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
-        return await self._run_policies(route.name, route.policies, head)
+        return await self.run_named_policies(route.name, route.policies, head)
 
-    async def _run_policies(
+    async def run_named_policies(
         self, name: str, policies: tuple[EdgePolicy, ...], head: RequestHead
     ) -> tuple[list[tuple[bytes, bytes]], Principal | None]:
         """Run the policies in order; the first rejection ends the run. The
@@ -432,22 +439,25 @@ class IngressApp:
     async def _limited_body(
         self, receive: Receive, head: RequestHead, limit: int, what: str
     ) -> bytes:
-        declared = head.content_length
         try:
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _BodyTooLarge
+            if declared_above(head, limit):
+                raise BodyTooLarge
             body = await _read_body(receive, limit)
-        except _BodyTooLarge:
-            self.stats.too_large += 1
-            raise Refused(
-                413,
-                "body-too-large",
-                "Request body too large",
-                f"{what} accepts at most {limit} bytes",
-            ) from None
+        except BodyTooLarge:
+            raise self.too_large(limit, what) from None
+        self.check_depth(body, head)
+        return body
+
+    def too_large(self, limit: int, what: str) -> Refused:
+        self.stats.too_large += 1
+        return Refused(
+            413, "body-too-large", "Request body too large", f"{what} accepts at most {limit} bytes"
+        )
+
+    def check_depth(self, body: bytes, head: RequestHead) -> None:
+        """`Refused` (400) for a JSON body nested deeper than `limits.max_json_depth`."""
         if body and self.max_json_depth:
             check_json_depth(body, head.headers, self.max_json_depth)
-        return body
 
     def _envelope(
         self,
@@ -634,30 +644,24 @@ def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     if message["type"] != "http.request":
-        raise _incomplete()
+        raise incomplete()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise _BodyTooLarge
+            raise BodyTooLarge
         return body
     chunks = [body]
     size = len(body)
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _incomplete()
+            raise incomplete()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge
+            raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _incomplete() -> Refused:
-    # A body cut short (client gone, or a framing error the server closed on) is never
-    # forwarded; the answer goes nowhere, the point is that no worker sees the request.
-    return Refused(400, "incomplete-body", "Incomplete request body", "the body was cut short")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -18,7 +18,6 @@ import binascii
 import datetime
 import hashlib
 import logging
-from typing import Any
 
 import orjson
 
@@ -32,7 +31,7 @@ from contracts.envelope import EVENT_PREFIX, Envelope, HttpInfo, Principal, now_
 from contracts.events import AVRO_CONTENT_TYPES, EventRegistry, EventSchema, SchemaError
 from ingress.policies import EdgePolicy
 from ingress.request import Refused, RequestHead
-from ingress.responses import Headers, Send
+from ingress.responses import Headers
 
 log = logging.getLogger("relaygate.ingress.events")
 
@@ -78,18 +77,16 @@ class EventIntake:
         self.registry = registry
         self.policies = policies
         self.prefix = config.events.path + "/"
+        self.raw_prefix = self.prefix.encode()
         self.max_body_bytes = config.events.max_body_bytes
         self.topic = bus.topics.events()
         self.retry_after = str(config.ingress.retry_after_s).encode()
 
-    async def accept(
-        self,
-        head: RequestHead,
-        body: bytes,
-        principal: Principal | None,
-        send: Send,
-        extra: Headers,
-    ) -> None:
+    async def answer(
+        self, head: RequestHead, body: bytes, principal: Principal | None
+    ) -> tuple[int, Headers, bytes]:
+        """The response to one event, once it is stored (202) or found invalid (422):
+        status, headers (with the length) and body. Other refusals raise `Refused`."""
         event_type = head.path[len(self.prefix) :]
         schema = self.registry.get(event_type)
         if schema is None:
@@ -110,12 +107,9 @@ class EventIntake:
         try:
             envelope = self._envelope(event_type, schema, head, body, principal)
         except Invalid as invalid:
-            await _send_invalid(send, head, invalid, extra)
-            return
+            return _invalid(head, invalid)
         await self._store(envelope)
-        headers = [*_ACCEPTED_HEADERS, (b"x-correlation-id", head.cid), *extra]
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": _ACCEPTED_BODY})
+        return 202, [*_ACCEPTED_HEADERS, (b"x-correlation-id", head.cid)], _ACCEPTED_BODY
 
     async def _store(self, envelope: Envelope) -> None:
         streams = self.streams or durable(self.bus)
@@ -290,10 +284,10 @@ def _bad(detail: str) -> Refused:
     return Refused(400, "bad-event", "Malformed event", detail)
 
 
-async def _send_invalid(send: Send, head: RequestHead, invalid: Invalid, extra: Headers) -> None:
+def _invalid(head: RequestHead, invalid: Invalid) -> tuple[int, Headers, bytes]:
     first = invalid.errors[0]
     where = f"at {first.pointer}" if first.pointer else "the data"
-    body: Any = problems.problem(
+    body: bytes = problems.problem(
         422,
         "invalid-event",
         "Event does not match its schema",
@@ -306,7 +300,5 @@ async def _send_invalid(send: Send, head: RequestHead, invalid: Invalid, extra: 
         (b"content-type", problems.CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-correlation-id", head.cid),
-        *extra,
     ]
-    await send({"type": "http.response.start", "status": 422, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return 422, headers, body

@@ -84,6 +84,23 @@ async def send_problem(
     instance: str | None = None,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    headers, body = problem_parts(status, slug, title, detail, correlation_id, instance=instance)
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def problem_parts(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None,
+    correlation_id: bytes,
+    *,
+    instance: str | None = None,
+) -> tuple[Headers, bytes]:
+    """The headers (with the length) and body of a problem response."""
     body = problems.problem(
         status, slug, title, detail, instance=instance, correlation_id=correlation_id.decode()
     )
@@ -92,7 +109,4 @@ async def send_problem(
         (b"content-length", str(len(body)).encode()),
         (b"x-correlation-id", correlation_id),
     ]
-    if extra_headers:
-        headers.extend(extra_headers)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers, body

@@ -73,9 +73,10 @@ def _server(
     )
 
 
-def data_plane_servers(app: Any, config: Config, transport: Transport) -> list[_Server]:
+def data_plane_servers(app: IngressApp, config: Config, transport: Transport) -> list[_Server]:
     """The data plane's listener, and the redirect listener when one is configured."""
     ingress = config.ingress
+    transport.use_lane(app.lane)
     keepalive = ingress.limits.keepalive_timeout_s
     servers = [
         _server(

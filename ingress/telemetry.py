@@ -41,9 +41,10 @@ class IngressTelemetry:
     def reload(self, config: Config) -> None:
         self.templates = {route.name: route.when.path for route in config.routes}
 
-    def start(self, head: RequestHead, send: Send) -> RequestWatch:
+    def start(self, head: RequestHead, send: Send | None = None) -> RequestWatch:
         """Start watching a request. With tracing on, its SERVER span becomes the
-        current span and `head.traceparent` names it, so the envelope carries it."""
+        current span and `head.traceparent` names it, so the envelope carries it.
+        Without `send` (the lane), the caller sets `status` and `bytes` itself."""
         return RequestWatch(self, head, send)
 
 
@@ -62,7 +63,7 @@ class RequestWatch:
         "telemetry",
     )
 
-    def __init__(self, telemetry: IngressTelemetry, head: RequestHead, send: Send) -> None:
+    def __init__(self, telemetry: IngressTelemetry, head: RequestHead, send: Send | None) -> None:
         self._started = time.perf_counter()
         self.telemetry = telemetry
         self.head = head
@@ -111,6 +112,7 @@ class RequestWatch:
                     self.ratelimit = "limited" if self.status == 429 else "allowed"
         else:
             self.bytes += len(message.get("body", b""))
+        assert self._send is not None
         await self._send(message)
 
     def finish(self) -> None:

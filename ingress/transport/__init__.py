@@ -14,6 +14,7 @@ from ingress.request import client_subject
 from ingress.transport.guard import ConnectionGuard
 from ingress.transport.https import TlsGuardedProtocol
 from ingress.transport.json_depth import check_json_depth
+from ingress.transport.lane import Lane
 from ingress.transport.protocol import GuardedProtocol
 from ingress.transport.redirect import HttpsRedirect
 from ingress.transport.tls import (
@@ -55,6 +56,10 @@ class Transport:
         tls = self.ingress.tls
         assert tls is not None
         return HttpsRedirect(tls.public_port or self.ingress.port)
+
+    def use_lane(self, lane: Lane) -> None:
+        """Let `lane` answer the data plane's requests it claims (not the redirect's)."""
+        self.protocol.lane = lane
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.guard.start(loop)

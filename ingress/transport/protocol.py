@@ -16,6 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from contracts import problems
 from contracts.envelope import new_id
 from ingress.transport.guard import ConnectionGuard
+from ingress.transport.lane import Lane, LaneCycle
 
 log = logging.getLogger("relaygate.ingress")
 
@@ -70,6 +71,7 @@ class GuardedProtocol(HttpToolsProtocol):
     max_header_bytes: ClassVar[int]
     max_url_bytes: ClassVar[int]
     max_head_read: ClassVar[int]  # bytes read while in a request head: a memory bound
+    lane: ClassVar[Lane | None] = None  # answers the requests it claims without ASGI
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -273,7 +275,29 @@ class GuardedProtocol(HttpToolsProtocol):
                 f"{self.max_header_bytes} bytes of them",
             )
         self.body_since = self.guard.now
+        lane = self.lane
+        if (
+            lane is not None
+            and not self.expect_100_continue
+            and lane.claims(self.parser.get_method(), self.url)
+            and not self.parser.should_upgrade()
+        ):
+            self._start_lane(lane)
+            return
         super().on_headers_complete()
+
+    def _start_lane(self, lane: Lane) -> None:
+        """What uvicorn does for an ASGI request, with a `LaneCycle`: run it now, or
+        after the requests pipelined before it."""
+        keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        existing = self.cycle
+        cycle = LaneCycle(self, lane, keep_alive)
+        self.cycle = cycle  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
 
     def _check_head(self, version: str) -> None:
         """The uncommon heads, checked off the fast path (RFC 9112 §3.2, §6.1)."""

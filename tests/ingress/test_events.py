@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from contracts.events import find_schema
 from contracts.topics import Topics
 from ingress.app import IngressApp
 from ingress.events import message_id
-from tests.support.processes import NatsServer
+from ingress.server import data_plane_servers
+from ingress.transport import Transport
+from tests.support.processes import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
 
@@ -42,6 +45,7 @@ class Intake:
 def _config(prefix: str, **extra: Any) -> Config:
     return Config(
         bus={"prefix": prefix},
+        ingress={"port": free_port()},
         events={
             "types": {
                 "order.created": {"schema_file": "order.created.json"},
@@ -53,12 +57,38 @@ def _config(prefix: str, **extra: Any) -> Config:
     )
 
 
-@pytest.fixture
-async def intake(nats_server: NatsServer) -> AsyncIterator[Intake]:
+@asynccontextmanager
+async def _client(app: IngressApp, config: Config, path: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app`: in-process over ASGI, or ("lane") over TCP to the data plane's
+    uvicorn listener, where event intake takes the lane (ingress/event_lane.py)."""
+    if path == "asgi":
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            yield client
+        return
+    servers = data_plane_servers(app, config, Transport(config.ingress))
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    try:
+        while not all(server.started for server in servers):
+            assert not any(task.done() for task in tasks), "the listener did not start"
+            await asyncio.sleep(0.01)
+        base = f"http://127.0.0.1:{config.ingress.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            yield client
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert app.lane.served > 0, "no event took the lane"
+
+
+@pytest.fixture(params=["asgi", "lane"])
+async def intake(nats_server: NatsServer, request: pytest.FixtureRequest) -> AsyncIterator[Intake]:
     prefix = "e" + new_id()[:8]
     bus = create_bus(nats_server.url, node_id="ingress-e", topics=Topics(prefix))
     await bus.connect()
-    app = IngressApp(_config(prefix), bus)
+    config = _config(prefix)
+    app = IngressApp(config, bus)
     received: list[Envelope] = []
     codec = EnvelopeCodec()
 
@@ -66,8 +96,7 @@ async def intake(nats_server: NatsServer) -> AsyncIterator[Intake]:
         received.append(codec.decode(message.data))
 
     consumer = await durable(bus).consume(bus.topics.events(), "test-reader", take)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5555))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+    async with _client(app, config, request.param) as client:
         yield Intake(client, bus, received)
     await consumer.delete()
     await app.aclose()
@@ -254,21 +283,25 @@ async def test_same_source_and_id_is_stored_once(intake: Intake) -> None:
     assert message_id("/a", "1") != message_id("/b", "1")
 
 
-async def test_intake_runs_its_policies(nats_server: NatsServer) -> None:
+@pytest.mark.parametrize("path", ["asgi", "lane"])
+async def test_intake_runs_its_policies(nats_server: NatsServer, path: str) -> None:
     prefix = "e" + new_id()[:8]
     bus = create_bus(nats_server.url, node_id="ingress-p", topics=Topics(prefix))
     await bus.connect()
-    config = _config(prefix, policies=[{"type": "ip_rules", "deny": ["203.0.113.0/24"]}])
+    # The ASGI client comes from 203.0.113.9, the TCP one from loopback.
+    denied = "203.0.113.0/24" if path == "asgi" else "127.0.0.0/8"
+    config = _config(prefix, policies=[{"type": "ip_rules", "deny": [denied]}])
     app = IngressApp(config, bus)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5555))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+        async with _client(app, config, path) as client:
             answer = await client.post(
                 "/events/ping",
                 content=orjson.dumps(_structured("p-1", {"n": 1}, "ping")),
                 headers={"content-type": "application/cloudevents+json"},
             )
             assert answer.status_code == 403
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["correlation_id"] == answer.headers["x-correlation-id"]
     finally:
         await app.aclose()
         await bus.close()

@@ -47,17 +47,29 @@ class LiveIngress:
     def paths(self) -> list[str]:
         return [r.path for r in self.seen]
 
+    @property
+    def stored_events(self) -> list[bytes]:
+        """The encoded envelopes event intake stored, in order."""
+        bus = self.app.bus
+        assert isinstance(bus, MemoryBus)
+        return [data for data, _ in bus.hub.streams[bus.topics.events()].messages]
+
 
 @asynccontextmanager
 async def live_ingress(
-    ingress: dict[str, Any] | None = None, routes: list[dict[str, Any]] | None = None
+    ingress: dict[str, Any] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveIngress]:
     """Serve `routes` (default: /echo/{rest} to a recording worker) with `ingress:`
-    settings on a free port; with `tls.redirect_port: 0` the redirect gets one too."""
+    settings on a free port; with `tls.redirect_port: 0` the redirect gets one too.
+    `events:` is the config's event intake, stored on the in-memory bus."""
     settings = {**(ingress or {}), "port": free_port()}
     if settings.get("tls", {}).get("redirect_port") == 0:
         settings["tls"] = {**settings["tls"], "redirect_port": free_port()}
-    config = Config(ingress=settings, routes=routes if routes is not None else ROUTES)
+    config = Config(
+        ingress=settings, routes=routes if routes is not None else ROUTES, events=events or {}
+    )
     hub = MemoryHub()
     ingress_bus = MemoryBus(topics=Topics(), node_id="ingress-1", hub=hub)
     worker_bus = MemoryBus(topics=Topics(), node_id="worker-1", hub=hub)
