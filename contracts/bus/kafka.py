@@ -96,7 +96,6 @@ _FETCH_MAX_BYTES = 50 * MiB  # aiokafka's default, raised to max_message_bytes i
 _SESSION_TIMEOUT_MS = 6_000
 _HEARTBEAT_INTERVAL_MS = 1_000
 _POSITION_TIMEOUT_S = 10.0
-_JOIN_ATTEMPTS = 3
 _RESPONDERS_TTL_S = 1.0
 _RESPONDERS_CHECK_TIMEOUT_S = 2.0
 _TOPIC_ALREADY_EXISTS = 36
@@ -464,62 +463,35 @@ class KafkaBus(Bus, Streams):
     ) -> Subscription:
         group = group or None  # as on NATS, "" is no group
         await self._ensure_topic(topic)
-        consumer = await self._started(
-            lambda: AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=self.servers,
-                client_id=self._client_id,
-                group_id=group,
-                auto_offset_reset="earliest" if group else "latest",
-                enable_auto_commit=group is not None,
-                fetch_max_wait_ms=self.options.fetch_max_wait_ms,
-                fetch_max_bytes=max(_FETCH_MAX_BYTES, self.options.max_message_bytes),
-                max_partition_fetch_bytes=self.options.max_message_bytes,
-                session_timeout_ms=_SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
-                request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
-            ),
+        consumer = AIOKafkaConsumer(
             topic,
-            group,
-            f"cannot subscribe to {topic}",
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            group_id=group,
+            auto_offset_reset="earliest" if group else "latest",
+            enable_auto_commit=group is not None,
+            fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+            fetch_max_bytes=max(_FETCH_MAX_BYTES, self.options.max_message_bytes),
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            session_timeout_ms=_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
+            request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
         )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S):
+                await consumer.start()  # with a group: returns once partitions are assigned
+                await self._position(consumer, topic, grouped=group is not None)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
+            raise NotConnected(f"cannot subscribe to {topic}: {exc!r}") from exc
+        except BaseException:
+            await consumer.stop()
+            raise
         sub = KafkaSubscription(
             consumer, HandlerRunner(handler, concurrency), self._subscriptions.discard
         )
         self._subscriptions.add(sub)
         return sub
-
-    async def _started(
-        self, make: Callable[[], AIOKafkaConsumer], topic: str, group: str | None, failure: str
-    ) -> AIOKafkaConsumer:
-        """A consumer from `make`, started, with its partitions' positions fetched. A
-        group join that has not settled within the timeout is tried again with a new
-        member, up to `_JOIN_ATTEMPTS` times: a broker can leave a join hanging (seen on
-        Tansu when a departed member of the group had not expired yet), and a new member
-        gets through once it has. Other failures are `NotConnected` at once."""
-        for attempt in range(1, _JOIN_ATTEMPTS + 1):
-            consumer = make()
-            try:
-                async with asyncio.timeout(_CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S):
-                    await consumer.start()  # with a group: returns once partitions are assigned
-                    await self._position(consumer, topic, grouped=group is not None)
-            except TimeoutError as exc:
-                await consumer.stop()
-                if group is None or attempt == _JOIN_ATTEMPTS:
-                    raise NotConnected(f"{failure}: {exc!r}") from exc
-                log.warning(
-                    "group %s: joining for %s took over %.0f s; trying again as a new member",
-                    group, topic, _CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S,
-                )  # fmt: skip
-            except KafkaError as exc:
-                await consumer.stop()
-                raise NotConnected(f"{failure}: {exc!r}") from exc
-            except BaseException:
-                await consumer.stop()
-                raise
-            else:
-                return consumer
-        raise AssertionError("unreachable")
 
     @staticmethod
     async def _position(consumer: AIOKafkaConsumer, topic: str, *, grouped: bool) -> None:
@@ -565,26 +537,31 @@ class KafkaBus(Bus, Streams):
         start: Start = "all",
     ) -> DurableConsumer:
         await self._ensure_topic(topic)
-        consumer = await self._started(
-            lambda: AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=self.servers,
-                client_id=self._client_id,
-                group_id=durable,
-                auto_offset_reset="earliest" if start == "all" else "latest",
-                enable_auto_commit=False,
-                fetch_max_wait_ms=self.options.fetch_max_wait_ms,
-                max_partition_fetch_bytes=self.options.max_message_bytes,
-                session_timeout_ms=_SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
-                # A handler waiting for its retry holds its partition; let it.
-                max_poll_interval_ms=max(300_000, int(ack_wait_s * 1000)),
-                request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
-            ),
+        consumer = AIOKafkaConsumer(
             topic,
-            durable,
-            f"cannot consume {topic} as {durable}",
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            group_id=durable,
+            auto_offset_reset="earliest" if start == "all" else "latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.options.max_message_bytes,
+            session_timeout_ms=_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=_HEARTBEAT_INTERVAL_MS,
+            # A handler waiting for its retry holds its partition; let it.
+            max_poll_interval_ms=max(300_000, int(ack_wait_s * 1000)),
+            request_timeout_ms=_REQUEST_TIMEOUT_MS + _SESSION_TIMEOUT_MS,
         )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S + _POSITION_TIMEOUT_S):
+                await consumer.start()
+                await self._position(consumer, topic, grouped=True)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
+            raise NotConnected(f"cannot consume {topic} as {durable}: {exc!r}") from exc
+        except BaseException:
+            await consumer.stop()
+            raise
         return _GroupConsumer(consumer, handler, concurrency)
 
     async def read_one(self, topic: str, partition: int, sequence: int) -> bytes | None:

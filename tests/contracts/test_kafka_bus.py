@@ -3,7 +3,6 @@ connection errors, and reading its URL. The shared behaviour is in test_bus_cont
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -15,7 +14,6 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.bus import NotConnected, PayloadTooLarge, create_bus
-from contracts.bus import kafka as kafka_module
 from contracts.bus.errors import TopicUnavailable
 from contracts.bus.kafka import KafkaBus, bootstrap_servers
 from contracts.config import KafkaOptions, MiB
@@ -154,48 +152,3 @@ async def test_connect_to_dead_port_raises_not_connected_quickly() -> None:
         await bus.connect()
     assert time.monotonic() - started < 5
     assert not bus.connected
-
-
-class _Consumer:
-    """Stands in for an AIOKafkaConsumer whose group join hangs (`hangs`) or settles."""
-
-    def __init__(self, hangs: bool) -> None:
-        self.hangs = hangs
-        self.stopped = False
-
-    async def start(self) -> None:
-        if self.hangs:
-            await asyncio.Event().wait()
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-
-async def test_a_group_join_that_hangs_is_tried_again_as_a_new_member(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(kafka_module, "_CONNECT_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(kafka_module, "_POSITION_TIMEOUT_S", 0.05)
-
-    async def positioned(*_: Any, **__: Any) -> None:
-        return None
-
-    bus = kafka_bus("kafka://127.0.0.1:9")
-    monkeypatch.setattr(bus, "_position", positioned)
-    made = [_Consumer(hangs=True), _Consumer(hangs=True), _Consumer(hangs=False)]
-    queue = list(made)
-    with caplog.at_level(logging.WARNING, logger="relaygate.bus.kafka"):
-        started = await bus._started(lambda: queue.pop(0), "t", "workers.t", "cannot")
-    assert started is made[2]
-    assert [c.stopped for c in made] == [True, True, False]
-    assert sum("trying again as a new member" in r.message for r in caplog.records) == 2
-
-    # Without a group there is no member to replace: the first timeout is the answer.
-    queue[:] = [_Consumer(hangs=True)]
-    with pytest.raises(NotConnected, match="cannot: TimeoutError"):
-        await bus._started(lambda: queue.pop(0), "t", None, "cannot")
-    # A group whose every attempt hangs fails after the last one.
-    queue[:] = [_Consumer(hangs=True) for _ in range(kafka_module._JOIN_ATTEMPTS)]
-    with pytest.raises(NotConnected):
-        await bus._started(lambda: queue.pop(0), "t", "workers.t", "cannot")
-    assert queue == []
