@@ -5,6 +5,7 @@ body limit. Run on both buses where the bus matters."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ import pytest
 from tests.e2e.conftest import BUSES, bus_section
 from tests.support.gateway import RelaygateUp, admin_stats, running_up, wait_routed
 from tests.support.http_assertions import assert_problem
+from tests.support.processes import TansuBroker
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +83,22 @@ def _start(request: pytest.FixtureRequest, bus: str) -> Iterator[RelaygateUp]:
 @pytest.fixture(scope="module")
 def nats_gateway(request: pytest.FixtureRequest) -> Iterator[RelaygateUp]:
     yield from _start(request, "nats")
+
+
+@pytest.fixture(scope="module")
+def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker of this module's own (KAFKA_BOOTSTRAP_SERVERS still wins): on the
+    session's broker, the group `workers.echo` carries the members of earlier modules'
+    echo workers, some killed, and Tansu then kept sending this module's new echo
+    worker back to rejoin until its start timed out (in about one CI run of six, and
+    twice in a row on 2026-12-05)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield f"kafka://{external}"
+        return
+    broker = TansuBroker(tmp_path_factory.mktemp("worker-routes-tansu")).start()
+    yield broker.url
+    broker.stop()
 
 
 @pytest.fixture(scope="module")
