@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
+import httpx
+import orjson
 import pytest
 
 from contracts.codec import EnvelopeCodec
@@ -181,3 +183,59 @@ async def test_lane_requests_are_counted_and_measured(live: LiveIngress) -> None
         before[1] + 1,
         before[2] + 1,
     )
+
+
+async def test_the_lane_answers_as_the_asgi_path_does() -> None:
+    """The same requests through the lane (a raw socket to the listener) and through the
+    ASGI app: the same statuses, header fields and problem bodies, security headers and
+    a policy's headers included."""
+    events = {
+        **EVENTS,
+        "policies": [{"type": "rate_limit", "limits": [{"requests": 1000, "window_s": 60}]}],
+    }
+    security = {"headers": {"Permissions-Policy": "camera=()"}}
+    close = b"Connection: close\r\n"
+    requests = {
+        "accepted": event("same-1", extra=close),
+        "invalid": event("same-2", b"[1]", extra=close),
+        "malformed": event("same-3", extra=close).replace(b"specversion: 1.0", b"specversion: 0.3"),
+        "unknown type": event("same-4", extra=close).replace(b"/events/ping", b"/events/nope"),
+        "too large": event("same-5", b'{"n":1,"pad":"' + b"x" * 2000 + b'"}', extra=close),
+    }
+    seen: dict[str, tuple[int, set[str], bytes]] = {}
+    async with live_ingress(events=events, security_headers=security) as live:
+        transport = httpx.ASGITransport(app=live.app, client=("127.0.0.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            for name, raw in requests.items():
+                lane = _parse(await _exchange(live, raw))
+                head, _, body = raw.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                path = lines[0].split()[1]
+                headers = dict(line.split(": ", 1) for line in lines[1:])
+                del headers["Connection"]
+                asgi = await client.post(path, content=body, headers=headers)
+                assert lane[0] == asgi.status_code, name
+                assert lane[1] == _names(asgi.headers.keys()), name
+                if asgi.headers["content-type"] == "application/problem+json":
+                    expected = asgi.json()
+                    got = orjson.loads(lane[2])
+                    for volatile in ("correlation_id",):
+                        expected.pop(volatile, None)
+                        got.pop(volatile, None)
+                    assert got == expected, name
+                seen[name] = lane
+        assert live.app.lane.served == len(requests)
+        assert [status for status, _, _ in seen.values()] == [202, 422, 400, 404, 413]
+        assert {"permissions-policy", "ratelimit-policy", "x-correlation-id"} <= seen["accepted"][1]
+        assert "permissions-policy" in seen["unknown type"][1]
+
+
+def _names(names: Iterable[str]) -> set[str]:
+    # The server's own (date, and connection on the last response) are not the app's.
+    return {n.lower() for n in names} - {"date", "connection"}
+
+
+def _parse(response: bytes) -> tuple[int, set[str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    return int(lines[0].split()[1]), _names(line.split(":", 1)[0] for line in lines[1:]), body

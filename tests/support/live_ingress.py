@@ -60,15 +60,20 @@ async def live_ingress(
     ingress: dict[str, Any] | None = None,
     routes: list[dict[str, Any]] | None = None,
     events: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> AsyncIterator[LiveIngress]:
     """Serve `routes` (default: /echo/{rest} to a recording worker) with `ingress:`
     settings on a free port; with `tls.redirect_port: 0` the redirect gets one too.
-    `events:` is the config's event intake, stored on the in-memory bus."""
+    `events:` is the config's event intake, stored on the in-memory bus; other top-level
+    config sections come as keywords (`security_headers=...`)."""
     settings = {**(ingress or {}), "port": free_port()}
     if settings.get("tls", {}).get("redirect_port") == 0:
         settings["tls"] = {**settings["tls"], "redirect_port": free_port()}
     config = Config(
-        ingress=settings, routes=routes if routes is not None else ROUTES, events=events or {}
+        ingress=settings,
+        routes=routes if routes is not None else ROUTES,
+        events=events or {},
+        **sections,
     )
     hub = MemoryHub()
     ingress_bus = MemoryBus(topics=Topics(), node_id="ingress-1", hub=hub)
