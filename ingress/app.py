@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from contracts.bus import (
@@ -37,12 +38,12 @@ from ingress.events import EventIntake
 from ingress.forwarded import TrustedProxies
 from ingress.policies import EdgePolicy, PolicyState, RequestContext, TierResolver
 from ingress.policies.security_headers import SecurityHeaders
-from ingress.request import Refused, RequestHead, declared_above, incomplete, read_head
+from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, Send, UpstreamRules, send_problem, send_reply
 from ingress.routes import CompiledRoute, RouteTable
 from ingress.telemetry import IngressTelemetry
 from ingress.transport import check_json_depth
-from ingress.transport.lane import BodyTooLarge
+from ingress.transport.lane import BodyTooLarge, Disconnected
 from ingress.ws import WebSockets
 
 log = logging.getLogger("relaygate.ingress")
@@ -52,6 +53,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 # A resource the gateway serves itself on the data plane (OAuth endpoints, JWKS, …):
 # exact path -> plain ASGI handler, answered before routing and without a bus hop.
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Reads a request's whole body: BodyTooLarge above the limit given, Disconnected if cut.
+ReadBody = Callable[[int], Awaitable[bytes]]
 
 
 @dataclass(slots=True)
@@ -387,20 +390,30 @@ class IngressApp:
     async def _event(
         self, intake: EventIntake, head: RequestHead, receive: Receive, send: Send
     ) -> None:
-        """`POST <events.path>/<type>` over ASGI (the lane's way is ingress/event_lane.py):
-        the intake's policies, the body, the intake."""
+        """`POST <events.path>/<type>` over ASGI (the lane's way is ingress/event_lane.py)."""
+        status, own, payload, extra = await self.answer_event(
+            intake, head, partial(_read_body, receive)
+        )
+        await send({"type": "http.response.start", "status": status, "headers": own + extra})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def answer_event(
+        self, intake: EventIntake, head: RequestHead, read: ReadBody
+    ) -> tuple[int, Headers, bytes, Headers]:
+        """An event's steps on either path: the intake's policies, the body (`read(limit)`),
+        the intake. Its status, own headers, body, and the headers policies and config
+        add; `Refused` for a problem."""
         head.route = "events"
-        headers: Headers = []
+        extra: Headers = []
         principal: Principal | None = None
         if intake.policies:
-            headers, principal = await self.run_named_policies("events", intake.policies, head)
-        body = await self._limited_body(receive, head, intake.max_body_bytes, "event intake")
+            extra, principal = await self.run_named_policies("events", intake.policies, head)
+        body = await self._limited_body(read, head, intake.max_body_bytes, "event intake")
         security = self.table.security
         if security is not None:
-            headers.extend(security.own(head.scheme))
+            extra.extend(security.own(head.scheme))
         status, own, payload = await intake.answer(head, body, principal)
-        await send({"type": "http.response.start", "status": status, "headers": own + headers})
-        await send({"type": "http.response.body", "body": payload})
+        return status, own, payload, extra
 
     async def run_policies(
         self, route: CompiledRoute, head: RequestHead
@@ -434,30 +447,31 @@ class IngressApp:
         return merged, context.principal
 
     async def _body(self, route: CompiledRoute, head: RequestHead, receive: Receive) -> bytes:
-        return await self._limited_body(receive, head, route.max_body_bytes, f"route {route.name}")
-
-    async def _limited_body(
-        self, receive: Receive, head: RequestHead, limit: int, what: str
-    ) -> bytes:
-        try:
-            if declared_above(head, limit):
-                raise BodyTooLarge
-            body = await _read_body(receive, limit)
-        except BodyTooLarge:
-            raise self.too_large(limit, what) from None
-        self.check_depth(body, head)
-        return body
-
-    def too_large(self, limit: int, what: str) -> Refused:
-        self.stats.too_large += 1
-        return Refused(
-            413, "body-too-large", "Request body too large", f"{what} accepts at most {limit} bytes"
+        return await self._limited_body(
+            partial(_read_body, receive), head, route.max_body_bytes, f"route {route.name}"
         )
 
-    def check_depth(self, body: bytes, head: RequestHead) -> None:
-        """`Refused` (400) for a JSON body nested deeper than `limits.max_json_depth`."""
+    async def _limited_body(
+        self, read: ReadBody, head: RequestHead, limit: int, what: str
+    ) -> bytes:
+        declared = head.content_length
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge
+            body = await read(limit)
+        except BodyTooLarge:
+            self.stats.too_large += 1
+            raise Refused(
+                413,
+                "body-too-large",
+                "Request body too large",
+                f"{what} accepts at most {limit} bytes",
+            ) from None
+        except Disconnected:
+            raise _incomplete() from None
         if body and self.max_json_depth:
             check_json_depth(body, head.headers, self.max_json_depth)
+        return body
 
     def _envelope(
         self,
@@ -644,7 +658,7 @@ def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     if message["type"] != "http.request":
-        raise incomplete()
+        raise _incomplete()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
@@ -655,13 +669,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise incomplete()
+            raise _incomplete()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _incomplete() -> Refused:
+    # A body cut short (client gone, or a framing error the server closed on) is never
+    # forwarded; the answer goes nowhere, the point is that no worker sees the request.
+    return Refused(400, "incomplete-body", "Incomplete request body", "the body was cut short")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ingress.request import Refused, RequestHead, declared_above, incomplete, read_head
+from ingress.request import Refused, RequestHead, read_head
 from ingress.responses import Headers, problem_parts
-from ingress.transport.lane import BodyTooLarge, Disconnected, LaneCycle
+from ingress.transport.lane import LaneCycle
 
 if TYPE_CHECKING:
     from ingress.app import IngressApp
@@ -41,10 +41,9 @@ class EventLane:
         self.served += 1
         head = read_head(cycle.scope, app.bus.pending, app.proxies)
         watch = app.telemetry.start(head)
-        extra: Headers = []
         try:
             try:
-                status, headers, body = await self._answer(head, cycle, extra)
+                status, headers, body, extra = await self._answer(head, cycle)
             except Refused as problem:
                 status = problem.status
                 headers, body = problem_parts(
@@ -63,20 +62,8 @@ class EventLane:
             watch.finish()
 
     async def _answer(
-        self, head: RequestHead, cycle: LaneCycle, extra: Headers
-    ) -> tuple[int, Headers, bytes]:
-        admission = self.app.admission
-        if admission is None:
-            return await self._event(head, cycle, extra)
-        await self.app.enter(admission, head)
-        try:
-            return await self._event(head, cycle, extra)
-        finally:
-            admission.leave()
-
-    async def _event(
-        self, head: RequestHead, cycle: LaneCycle, extra: Headers
-    ) -> tuple[int, Headers, bytes]:
+        self, head: RequestHead, cycle: LaneCycle
+    ) -> tuple[int, Headers, bytes, Headers]:
         app = self.app
         intake = app.events
         if intake is None or not head.path.startswith(intake.prefix):
@@ -88,22 +75,11 @@ class EventLane:
                 "the event intake was reconfigured while this event arrived; send it again",
                 [(b"retry-after", app.retry_after)],
             )
-        head.route = "events"
-        principal = None
-        if intake.policies:
-            headers, principal = await app.run_named_policies("events", intake.policies, head)
-            extra.extend(headers)
-        limit = intake.max_body_bytes
+        admission = app.admission
+        if admission is None:
+            return await app.answer_event(intake, head, cycle.read_body)
+        await app.enter(admission, head)
         try:
-            if declared_above(head, limit):
-                raise BodyTooLarge
-            body = await cycle.read_body(limit)
-        except BodyTooLarge:
-            raise app.too_large(limit, "event intake") from None
-        except Disconnected:
-            raise incomplete() from None
-        app.check_depth(body, head)
-        security = app.table.security
-        if security is not None:
-            extra.extend(security.own(head.scheme))
-        return await intake.answer(head, body, principal)
+            return await app.answer_event(intake, head, cycle.read_body)
+        finally:
+            admission.leave()

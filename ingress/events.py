@@ -21,7 +21,6 @@ import logging
 
 import orjson
 
-from contracts import problems
 from contracts.bus import Bus, NotConnected, PayloadTooLarge
 from contracts.bus.errors import TopicUnavailable
 from contracts.bus.streams import Streams, durable
@@ -31,7 +30,7 @@ from contracts.envelope import EVENT_PREFIX, Envelope, HttpInfo, Principal, now_
 from contracts.events import AVRO_CONTENT_TYPES, EventRegistry, EventSchema, SchemaError
 from ingress.policies import EdgePolicy
 from ingress.request import Refused, RequestHead
-from ingress.responses import Headers
+from ingress.responses import Headers, problem_parts
 
 log = logging.getLogger("relaygate.ingress.events")
 
@@ -287,18 +286,13 @@ def _bad(detail: str) -> Refused:
 def _invalid(head: RequestHead, invalid: Invalid) -> tuple[int, Headers, bytes]:
     first = invalid.errors[0]
     where = f"at {first.pointer}" if first.pointer else "the data"
-    body: bytes = problems.problem(
+    headers, body = problem_parts(
         422,
         "invalid-event",
         "Event does not match its schema",
         f"event {invalid.event_type!r}: {where}: {first.message}",
+        head.cid,
         instance=head.path,
-        correlation_id=head.correlation,
         errors=[e.as_dict() for e in invalid.errors],
     )
-    headers = [
-        (b"content-type", problems.CONTENT_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-correlation-id", head.cid),
-    ]
     return 422, headers, body

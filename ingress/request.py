@@ -110,15 +110,3 @@ def client_subject(scope: MutableMapping[str, Any]) -> str | None:
     tls = extensions.get("tls") if extensions else None
     subject = tls.get("client_cert_name") if tls else None
     return subject if isinstance(subject, str) else None
-
-
-def declared_above(head: RequestHead, limit: int) -> bool:
-    """Whether the request's Content-Length is above `limit`: refused before reading."""
-    declared = head.content_length
-    return declared is not None and declared.isdigit() and int(declared) > limit
-
-
-def incomplete() -> Refused:
-    # A body cut short (client gone, or a framing error the server closed on) is never
-    # forwarded; the answer goes nowhere, the point is that no worker sees the request.
-    return Refused(400, "incomplete-body", "Incomplete request body", "the body was cut short")

@@ -99,10 +99,18 @@ def problem_parts(
     correlation_id: bytes,
     *,
     instance: str | None = None,
+    **members: Any,
 ) -> tuple[Headers, bytes]:
-    """The headers (with the length) and body of a problem response."""
+    """The headers (with the length) and body of a problem response; `members` are
+    the problem type's own (`errors=[...]`)."""
     body = problems.problem(
-        status, slug, title, detail, instance=instance, correlation_id=correlation_id.decode()
+        status,
+        slug,
+        title,
+        detail,
+        instance=instance,
+        correlation_id=correlation_id.decode(),
+        **members,
     )
     headers = [
         (b"content-type", problems.CONTENT_TYPE.encode()),
