@@ -74,7 +74,9 @@ _EXPORT_FAILED = SPANS_DROPPED.labels("export_failed")
 _EXPORTED = SPANS_EXPORTED.labels()
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-0([01])")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_tuple_new = tuple.__new__
 
 _tracer: Tracer | None = None
 _provider: Any = None  # the SDK's TracerProvider, for team handlers' spans
@@ -96,6 +98,14 @@ def parse_traceparent(traceparent: str | None, tracestate: str | None = None) ->
     version ff, zero ids, or version 00 with trailing fields are invalid)."""
     if not traceparent:
         return None
+    if len(traceparent) == 55:  # version 00, flags 00 or 01: what nearly every sender writes
+        m = _TRACEPARENT_00.fullmatch(traceparent)
+        if m is not None:
+            trace_id, span_id, sampled = m.groups()
+            if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+                return None
+            # tuple.__new__: the named tuple's own __new__ is a Python frame (~0.15 µs).
+            return _tuple_new(Parent, (trace_id, span_id, sampled == "1", tracestate or None))
     m = _TRACEPARENT.fullmatch(traceparent)  # as written by W3C-conforming senders
     if m is None:
         m = _TRACEPARENT.fullmatch(traceparent.strip().lower())
@@ -396,16 +406,27 @@ def _attribute_json(key: str, value: Any) -> str:
         cached = by_value.get(value)
         if cached is not None:
             return cached
+        if len(by_value) >= _MAX_FRAGMENTS:  # a key of ids: its share is full
+            if kind is str:
+                prefix = '{"key":' + _quote(key) + ',"value":{"stringValue":'
+                _STRING_PREFIXES[key] = prefix
+                return prefix + _quote(value) + "}}"
+            return '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
         text = '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
-        if len(by_value) < _MAX_FRAGMENTS:  # ids fill their key's share and stop there
-            by_value[value] = text
+        by_value[value] = text
         return text
     return '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
+
+
+# The JSON before a string value, for keys whose cache is full (message and correlation
+# ids, new on every span): ~0.2 µs an attribute instead of ~0.9.
+_STRING_PREFIXES: dict[str, str] = {}
 
 
 def _attributes_json(attributes: Mapping[str, Any]) -> str:
     # The cache lookups inline: a function call per attribute cost as much as the rest.
     fragments = _FRAGMENTS
+    prefixes = _STRING_PREFIXES
     parts = []
     for key, value in attributes.items():
         kind = type(value)
@@ -416,6 +437,11 @@ def _attributes_json(attributes: Mapping[str, Any]) -> str:
                 if cached is not None:
                     parts.append(cached)
                     continue
+                if kind is str:
+                    prefix = prefixes.get(key)
+                    if prefix is not None:
+                        parts.append(prefix + _quote(value) + "}}")
+                        continue
         parts.append(_attribute_json(key, value))
     return ",".join(parts)
 

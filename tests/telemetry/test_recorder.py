@@ -16,6 +16,7 @@ from contracts.config import TracingConfig
 from contracts.telemetry import tracing
 from contracts.telemetry.tracing import (
     CLIENT,
+    CONSUMER,
     SERVER,
     Exporter,
     ExportSettings,
@@ -47,6 +48,8 @@ def _tracer(max_queue: int = 100, sampler: Sampler | None = None) -> Tracer:
         (f"00-{TRACE}-{SPAN}-01", True),
         (f"00-{TRACE}-{SPAN}-00", True),
         (f"01-{TRACE}-{SPAN}-01-future", True),  # a later version may add fields
+        (f"00-{TRACE}-{SPAN}-03", True),  # flags other than the sampled bit
+        (f"00-{TRACE.upper()}-{SPAN}-01", True),  # read leniently, as lower case
         (f"00-{TRACE}-{SPAN}-01-extra", False),
         (f"ff-{TRACE}-{SPAN}-01", False),
         (f"00-{'0' * 32}-{SPAN}-01", False),
@@ -150,6 +153,18 @@ def test_otlp_json_parses_into_the_proto_message() -> None:
         .events
     )
     assert event.name == "retry"
+
+
+def test_attributes_of_ids_past_the_cache_encode_like_the_others() -> None:
+    """A key with more distinct values than the fragment cache holds (message ids) takes
+    the prefix path: the same JSON, escaping included."""
+    tracer = _tracer(max_queue=2000)
+    values = [f'id-{n}-"é"' for n in range(600)]
+    for value in values:
+        tracer.start("process", CONSUMER, {"test.message.id": value, "test.n": 7}).end()
+    spans = decode(parse_json(encode_batch(list(tracer._queue), {})))
+    assert [s.attributes["test.message.id"] for s in spans] == values
+    assert {s.attributes["test.n"] for s in spans} == {7}
 
 
 def test_settings_from_the_standard_variables() -> None:
