@@ -18,6 +18,7 @@ class BenchOptions:
     connections: int
     threads: int
     warmup_s: int
+    rounds: int
     quiet_wait_s: int
     skip_kafka: bool
     profile: bool
@@ -35,6 +36,13 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads when loaded (2)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per row (2)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="a feature row and its baseline alternate this many times; the ratio is the "
+        "median of the rounds' (3)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=int,
         default=60,
@@ -50,13 +58,16 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--json", type=Path, metavar="FILE", help="save the results as JSON")
     parser.add_argument("--logs", type=Path, metavar="DIR", help="keep process logs here")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.connections < 1 or args.threads < 1 or args.warmup < 0:
-        parser.error("--duration, --connections and --threads must be >= 1, --warmup >= 0")
+    if min(args.duration, args.connections, args.threads, args.rounds) < 1 or args.warmup < 0:
+        parser.error(
+            "--duration, --connections, --threads and --rounds must be >= 1, --warmup >= 0"
+        )
     return BenchOptions(
         duration_s=args.duration,
         connections=args.connections,
         threads=min(args.threads, args.connections),
         warmup_s=args.warmup,
+        rounds=args.rounds,
         quiet_wait_s=max(0, args.quiet_wait),
         skip_kafka=args.skip_kafka,
         profile=args.profile,

@@ -3,6 +3,7 @@ ratios checked against DESIGN.md's targets."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from tests.bench.profiling import Profile
@@ -66,10 +67,13 @@ class Row:
     processes: dict[str, str]
     runs: list[Run] = field(default_factory=list)
     skipped: str | None = None
-    # Loaded runs of the row this one is compared with (its baseline), measured just
-    # before and just after this row's own loaded run: on a machine whose speed drifts,
-    # a ratio against rows measured minutes apart says more about the drift.
+    # Loaded runs of the row this one is compared with (its baseline), alternating with
+    # this row's loaded runs (`rounds`): baseline, row, baseline, row, …, baseline. On a
+    # machine whose speed drifts, a ratio against rows measured minutes apart says more
+    # about the drift; each round compares the row with the baseline runs just before and
+    # just after it, and the ratio is the median of the rounds'.
     paired: dict[str, list[Run]] = field(default_factory=dict)
+    rounds: list[Run] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -78,10 +82,19 @@ class Row:
     def run_at(self, connections: int) -> Run | None:
         return next((r for r in self.runs if r.connections == connections), None)
 
-    def paired_rps(self, key: str) -> float | None:
-        """The mean req/s of the baseline runs measured around this row's, if any."""
-        runs = self.paired.get(key)
-        return sum(r.rps for r in runs) / len(runs) if runs else None
+    def round_ratios(self, key: str, connections: int) -> list[float]:
+        """Per round: this row's req/s over the mean of the `key` baseline runs around
+        it. Empty when the row was not paired with `key` at that connection count."""
+        baselines = self.paired.get(key, [])
+        rounds = [r for r in self.rounds if r.connections == connections]
+        if not rounds or len(baselines) != len(rounds) + 1:
+            return []
+        ratios = []
+        for i, run in enumerate(rounds):
+            around = (baselines[i].rps + baselines[i + 1].rps) / 2
+            if around > 0:
+                ratios.append(run.rps / around)
+        return ratios
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +128,14 @@ def _missing(row: Row | None, key: str) -> str:
 
 def _paired(
     top_row: Row | None, bottom_row: Row | None, top: str, bottom: str, connections: int
-) -> tuple[float, float] | None:
-    """(numerator, denominator) req/s when one of the two rows was measured between two
-    runs of the other (see `Row.paired`); None otherwise."""
-    if top_row is not None and (den := top_row.paired_rps(bottom)):
-        run = top_row.run_at(connections)
-        return (run.rps, den) if run is not None else None
-    if bottom_row is not None and (num := bottom_row.paired_rps(top)):
-        run = bottom_row.run_at(connections)
-        return (num, run.rps) if run is not None and run.rps > 0 else None
-    return None
+) -> list[float]:
+    """(top)/(bottom) per round when one of the two rows alternated with the other (see
+    `Row.paired`); empty otherwise."""
+    if top_row is not None and (ratios := top_row.round_ratios(bottom, connections)):
+        return ratios
+    if bottom_row is not None and (ratios := bottom_row.round_ratios(top, connections)):
+        return [1 / r for r in ratios if r > 0]
+    return []
 
 
 def compute_checks(results: Results, connections: int, buses: list[str]) -> list[Check]:
@@ -155,11 +166,18 @@ def compute_checks(results: Results, connections: int, buses: list[str]) -> list
             )
         for top, bottom, target in SAME_BUS_TARGETS:
             top_row, bottom_row = results.row(top, bus), results.row(bottom, bus)
-            pair = _paired(top_row, bottom_row, top, bottom, connections)
-            if pair is not None:
-                value = pair[0] / pair[1]
+            rounds = _paired(top_row, bottom_row, top, bottom, connections)
+            if rounds:
+                value = statistics.median(rounds)
                 what = f"({top})/({bottom}) req/s at {connections} conns, paired"
-                checks.append(Check(bus, what, value, "x", f">= {target:.2f}", value >= target))
+                note = (
+                    f"median of {len(rounds)} rounds: " + ", ".join(f"{r:.2f}" for r in rounds)
+                    if len(rounds) > 1
+                    else ""
+                )
+                checks.append(
+                    Check(bus, what, value, "x", f">= {target:.2f}", value >= target, note)
+                )
                 continue
             num = top_row.run_at(connections) if top_row else None
             den = bottom_row.run_at(connections) if bottom_row else None

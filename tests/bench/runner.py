@@ -123,23 +123,37 @@ class Bench:
                     target.headers,
                     target.script,
                 )
-            for threads, conns in ((o.threads, o.connections), (1, 1)):
-                pair = baseline if conns == o.connections else None
-                if pair is not None:
-                    row.paired[pair.key] = [self._baseline_run(pair, name, threads, conns)]
-                say(f"running {name} {conns} conn{'s' if conns > 1 else ''} {o.duration_s}s…")
-                row.runs.append(self._measured_run(target, threads, conns))
-                if pair is not None:
-                    row.paired[pair.key].append(self._baseline_run(pair, name, threads, conns))
+            if baseline is not None:
+                row.runs.append(self._rounds(row, target, baseline, name))
+            else:
+                say(f"running {name} {o.connections} conns {o.duration_s}s…")
+                row.runs.append(self._measured_run(target, o.threads, o.connections))
+            say(f"running {name} 1 conn {o.duration_s}s…")
+            row.runs.append(self._measured_run(target, 1, 1))
         except (TargetBroken, WrkFailed) as exc:
             row.skipped = str(exc)
             say(f"  {name} failed: {exc}")
         return row
 
-    def _baseline_run(self, baseline: Target, name: str, threads: int, conns: int) -> Run:
+    def _rounds(self, row: Row, target: Target, baseline: Target, name: str) -> Run:
+        """Loaded runs of the baseline and the target in turn (see `Row.paired`); the
+        target's run with the median req/s stands for the row in the table."""
         o = self.options
-        say(f"  baseline ({baseline.key}) for {name} {conns} conns {o.duration_s}s…")
-        return self._measured_run(baseline, threads, conns)
+        threads, conns = o.threads, o.connections
+        paired = row.paired[baseline.key] = [self._baseline_run(baseline, name)]
+        for n in range(1, o.rounds + 1):
+            say(f"running {name} {conns} conns {o.duration_s}s (round {n} of {o.rounds})…")
+            row.rounds.append(self._measured_run(target, threads, conns))
+            paired.append(self._baseline_run(baseline, name))
+        ratios = row.round_ratios(baseline.key, conns)
+        if len(ratios) > 1:
+            say(f"  {name} / ({baseline.key}) by round: " + ", ".join(f"{r:.3f}" for r in ratios))
+        return sorted(row.rounds, key=lambda run: run.rps)[(len(row.rounds) - 1) // 2]
+
+    def _baseline_run(self, baseline: Target, name: str) -> Run:
+        o = self.options
+        say(f"  baseline ({baseline.key}) for {name} {o.connections} conns {o.duration_s}s…")
+        return self._measured_run(baseline, o.threads, o.connections)
 
     def _wait_for_quiet(self) -> None:
         limit = self.options.quiet_wait_s
