@@ -101,6 +101,9 @@ class Launcher:
         if ready_file is None and port is None:
             raise ValueError("give a port or a ready file")
         log_path = self.logs / f"{name.replace(' ', '-')}.log"
+        if ready_file is not None:
+            # One left by an earlier run in a reused --logs directory would pass at once.
+            ready_file.unlink(missing_ok=True)
         process = ManagedProcess(command, log_path, env=env or clean_env()).start()
         self._processes.append(process)
         try:
