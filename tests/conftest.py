@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import NatsServer, RedisServer, TansuBroker
+from tests.support.processes import NatsServer, RedisServer, kafka_bus_url
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +26,7 @@ def nats_server(workdir: Path) -> Iterator[NatsServer]:
 @pytest.fixture(scope="session")
 def kafka_url(workdir: Path) -> Iterator[str]:
     """KAFKA_BOOTSTRAP_SERVERS when set (an Apache Kafka), else a Tansu broker we start."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield f"kafka://{external}"
-        return
-    broker = TansuBroker(workdir).start()
-    yield broker.url
-    broker.stop()
+    yield from kafka_bus_url(workdir)
 
 
 @pytest.fixture

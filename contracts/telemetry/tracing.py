@@ -406,15 +406,14 @@ def _attribute_json(key: str, value: Any) -> str:
         cached = by_value.get(value)
         if cached is not None:
             return cached
-        if len(by_value) >= _MAX_FRAGMENTS:  # a key of ids: its share is full
-            if kind is str:
-                prefix = '{"key":' + _quote(key) + ',"value":{"stringValue":'
-                _STRING_PREFIXES[key] = prefix
-                return prefix + _quote(value) + "}}"
-            return '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
-        text = '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
-        by_value[value] = text
-        return text
+        if len(by_value) < _MAX_FRAGMENTS:
+            text = '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
+            by_value[value] = text
+            return text
+        if kind is str:  # a key of ids: its share is full, keep the part before values
+            prefix = '{"key":' + _quote(key) + ',"value":{"stringValue":'
+            _STRING_PREFIXES[key] = prefix
+            return prefix + _quote(value) + "}}"
     return '{"key":' + _quote(key) + ',"value":' + _value_json(value) + "}"
 
 

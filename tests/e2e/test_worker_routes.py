@@ -5,7 +5,6 @@ body limit. Run on both buses where the bus matters."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,7 @@ import pytest
 from tests.e2e.conftest import BUSES, bus_section
 from tests.support.gateway import RelaygateUp, admin_stats, running_up, wait_routed
 from tests.support.http_assertions import assert_problem
-from tests.support.processes import TansuBroker
+from tests.support.processes import kafka_bus_url
 
 pytestmark = pytest.mark.e2e
 
@@ -92,13 +91,7 @@ def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     echo workers, some killed, and Tansu then kept sending this module's new echo
     worker back to rejoin until its start timed out (in about one CI run of six, and
     twice in a row on 2026-12-05)."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield f"kafka://{external}"
-        return
-    broker = TansuBroker(tmp_path_factory.mktemp("worker-routes-tansu")).start()
-    yield broker.url
-    broker.stop()
+    yield from kafka_bus_url(tmp_path_factory.mktemp("worker-routes-tansu"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -200,6 +200,18 @@ class TansuBroker(ManagedProcess):
         super().start()
         wait_for_port(self.port, proc=self.proc)
         return self
+
+
+def kafka_bus_url(workdir: Path) -> Iterator[str]:
+    """For a fixture: KAFKA_BOOTSTRAP_SERVERS when set (an Apache Kafka), else the URL of
+    a Tansu broker started in `workdir`, stopped when the fixture ends."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield f"kafka://{external}"
+        return
+    broker = TansuBroker(workdir).start()
+    yield broker.url
+    broker.stop()
 
 
 class RedisServer(ManagedProcess):
